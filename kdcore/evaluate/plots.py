@@ -1,0 +1,74 @@
+"""Pictures people would rather look at than read: confusion matrices and training curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from kdcore.artifacts import atomic_path
+
+
+def confusion_matrix(y: torch.Tensor, pred: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(classes, classes) counts, rows = true class, columns = predicted class."""
+    return torch.bincount(y * num_classes + pred, minlength=num_classes**2).view(num_classes, num_classes)
+
+
+def save_confusion_png(path: Path, matrices: dict[str, torch.Tensor], class_names: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(matrices), figsize=(4.2 * len(matrices), 4.2), squeeze=False)
+    for ax, (name, cm) in zip(axes[0], matrices.items(), strict=True):
+        share = cm.float() / cm.sum(1, keepdim=True).clamp_min(1)
+        ax.imshow(share.numpy(), cmap="Blues", vmin=0, vmax=1)
+        acc = cm.diag().sum().item() / max(cm.sum().item(), 1)
+        ax.set_title(f"{name} (accuracy {acc:.3f})", fontsize=10)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ticks = range(len(class_names))
+        ax.set_xticks(ticks, class_names, fontsize=7)
+        ax.set_yticks(ticks, class_names, fontsize=7)
+        for i in ticks:
+            for j in ticks:
+                if cm[i, j]:
+                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=6,
+                            color="white" if share[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def read_live_metric(live_dir: Path, metric: str) -> pd.DataFrame | None:
+    """A dvclive metric history (columns step, value) or None if the run logged none."""
+    path = Path(live_dir) / "plots" / "metrics" / f"{metric}.tsv"
+    if not path.is_file():
+        return None
+    frame = pd.read_csv(path, sep="\t")
+    return frame.rename(columns={frame.columns[-1]: "value"})[["step", "value"]]
+
+
+def save_curves_png(path: Path, runs: dict[str, Path], metrics: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for name, live_dir in runs.items():
+            frame = read_live_metric(live_dir, metric)
+            if frame is not None:
+                ax.plot(frame["step"] + 1, frame["value"], label=name, marker=".")
+        ax.set_title(metric, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

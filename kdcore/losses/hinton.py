@@ -1,0 +1,59 @@
+"""Response-based distillation (Hinton, Vinyals, Dean 2015, "Distilling the Knowledge in a Neural Network")."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from kdcore.losses import LOSSES, LossTerms
+
+UNLABELED = -1  # label value of a sample without a hard label
+
+
+def soft_labels(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """softmax(z / T): (batch, classes) probabilities, flatter for larger T."""
+    return F.softmax(logits / temperature, dim=-1)
+
+
+def kd_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 * KL(softmax(z_t / T) || softmax(z_s / T)), mean over the batch.
+
+    x T^2 keeps the soft-target gradient scale independent of T (Hinton et al. 2015, section 2).
+    The teacher side is detached: no gradient reaches the teacher.
+    """
+    log_p_s = F.log_softmax(student_logits / temperature, dim=-1)  # (batch, classes)
+    log_p_t = F.log_softmax(teacher_logits.detach() / temperature, dim=-1)  # (batch, classes)
+    kl = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
+    return kl * temperature**2
+
+
+def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the samples that carry a label (label != -1); zero if none do."""
+    has_label = labels != UNLABELED
+    if not bool(has_label.any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[has_label], labels[has_label])
+
+
+@LOSSES.register("ce")
+def cross_entropy_loss(student_logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> LossTerms:
+    """Plain supervised loss, CE(z_s, y): the teacher's and the scratch student's objective."""
+    ce = masked_cross_entropy(student_logits, batch["y"])
+    return LossTerms(total=ce, parts={"ce": ce})
+
+
+@LOSSES.register("hinton")
+def hinton_loss(
+    student_logits: torch.Tensor,
+    batch: dict[str, torch.Tensor],
+    temperature: float = 4.0,
+    alpha: float = 0.9,
+) -> LossTerms:
+    """alpha * T^2 * KL(softmax(z_t/T) || softmax(z_s/T)) + (1 - alpha) * CE(z_s, y) where y exists.
+
+    batch: "teacher_logits" (batch, classes) and "y" (batch,), -1 for unlabeled samples.
+    """
+    kd = kd_divergence(student_logits, batch["teacher_logits"], temperature)
+    ce = masked_cross_entropy(student_logits, batch["y"])
+    kd_part, ce_part = alpha * kd, (1.0 - alpha) * ce
+    return LossTerms(total=kd_part + ce_part, parts={"kd": kd_part, "ce": ce_part})

@@ -1,0 +1,117 @@
+"""prepare: load the source, validate it, split it by seed, normalise, write tensors and a manifest."""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from kdcore.artifacts import atomic_path, save_tensors, sha256_tensors, write_json
+from kdcore.config import Params
+from kdcore.data.sources import RawData, load_source
+from kdcore.data.splits import SPLITS, stratified_split
+from kdcore.data.transforms import normalise
+from kdcore.data.validate import Check, validate_or_fail
+
+
+def build_manifest(data: RawData, split_of: list[str]) -> pd.DataFrame:
+    """One row per kept sample: id, split, label, and the pixel statistics the checks look at."""
+    flat = data.images.flatten(1)  # (N, C*H*W)
+    finite = torch.where(torch.isnan(flat), torch.zeros_like(flat), flat)
+    return pd.DataFrame(
+        {
+            "sample_id": data.ids,
+            "split": split_of,
+            "label": data.labels.numpy(),
+            "class_name": [data.class_names[i] for i in data.labels.tolist()],
+            "pixel_min": finite.min(1).values.numpy(),
+            "pixel_max": finite.max(1).values.numpy(),
+            "pixel_mean": finite.mean(1).numpy(),
+            "pixel_std": finite.std(1).numpy(),
+            "pixel_nan": torch.isnan(flat).sum(1).numpy(),
+        }
+    )
+
+
+def manifest_checks(total: int, num_classes: int, sizes: dict[str, int], min_class_fraction: float) -> dict[str, list[Check]]:
+    per_class_floor = min_class_fraction * total / num_classes
+    manifest: list[Check] = [
+        ("ExpectTableRowCountToEqual", {"value": total}),
+        ("ExpectColumnValuesToBeUnique", {"column": "sample_id"}),
+        ("ExpectColumnValuesToBeInSet", {"column": "split", "value_set": list(sizes)}),
+        ("ExpectColumnDistinctValuesToEqualSet", {"column": "label", "value_set": list(range(num_classes))}),
+        ("ExpectColumnValuesToBeBetween", {"column": "pixel_nan", "min_value": 0, "max_value": 0}),
+        ("ExpectColumnValuesToBeBetween", {"column": "pixel_min", "min_value": 0.0, "max_value": 1.0}),
+        ("ExpectColumnValuesToBeBetween", {"column": "pixel_max", "min_value": 0.0, "max_value": 1.0}),
+        # a blank image carries no signal; allow a few in real data
+        ("ExpectColumnValuesToBeBetween", {"column": "pixel_std", "min_value": 1e-6, "mostly": 0.99}),
+    ]
+    manifest += [("ExpectColumnValuesToNotBeNull", {"column": c}) for c in ("sample_id", "split", "label")]
+    balance: list[Check] = [
+        ("ExpectColumnValuesToBeBetween", {"column": "count", "min_value": per_class_floor}),
+        ("ExpectTableRowCountToEqual", {"value": num_classes}),
+    ]
+    split_counts: list[Check] = [("ExpectColumnValuesToBeBetween", {"column": "count", "min_value": 1})]
+    return {"manifest": manifest, "class_balance": balance, "split_sizes": split_counts}
+
+
+def run(params: Params) -> None:
+    cfg = params.data
+    out = params.paths.prepared
+    data = load_source(cfg.source, cfg.path, cfg.image_size, cfg.channels)
+    sizes = cfg.splits.model_dump()
+    index = stratified_split(data.labels, sizes, params.seed)
+
+    keep = torch.cat([torch.from_numpy(index[s]) for s in SPLITS])
+    split_of = [s for s in SPLITS for _ in range(len(index[s]))]
+    kept = RawData(data.images[keep], data.labels[keep], [data.ids[i] for i in keep.tolist()], data.class_names)
+    manifest = build_manifest(kept, split_of)
+
+    num_classes = len(data.class_names)
+    checks = manifest_checks(len(kept.ids), num_classes, sizes, cfg.validation.min_class_fraction)
+    counts = manifest.groupby("label").size().rename("count").reset_index()
+    split_counts = manifest.groupby(["split", "label"]).size().rename("count").reset_index()
+    validate_or_fail(
+        {
+            "manifest": (manifest, checks["manifest"]),
+            "class_balance": (counts, checks["class_balance"]),
+            "split_sizes": (split_counts, checks["split_sizes"]),
+        },
+        suite="prepare",
+        report_path=params.paths.reports / "validation" / "prepare.html",
+    )
+
+    # statistics of the teacher's training split only, applied to every split
+    train_images = data.images[torch.from_numpy(index["teacher_train"])]
+    mean = train_images.mean(dim=(0, 2, 3))  # (C,)
+    std = train_images.std(dim=(0, 2, 3)).clamp_min(1e-6)  # (C,)
+    fill = (0.0 - mean) / std
+
+    out.mkdir(parents=True, exist_ok=True)
+    hashes = {}
+    for split in SPLITS:
+        idx = torch.from_numpy(index[split])
+        tensors = {"x": normalise(data.images[idx], mean, std), "y": data.labels[idx]}
+        save_tensors(out / f"{split}.safetensors", tensors)
+        hashes[split] = sha256_tensors(tensors)
+    with atomic_path(out / "manifest.csv") as tmp:
+        manifest.to_csv(tmp, index=False, float_format="%.6g")
+    c, h, w = data.images.shape[1:]
+    write_json(
+        out / "meta.json",
+        {
+            "source": cfg.source,
+            "input_shape": [c, h, w],
+            "num_classes": num_classes,
+            "class_names": data.class_names,
+            "sizes": {s: len(index[s]) for s in SPLITS},
+            "mean": mean.tolist(),
+            "std": std.tolist(),
+            "fill": fill.tolist(),
+            "seed": params.seed,
+            "sha256": hashes,
+        },
+    )
+    print(
+        f"prepare: {cfg.source} -> {', '.join(f'{s}={len(index[s])}' for s in SPLITS)} "
+        f"({num_classes} classes, {c}x{h}x{w}) in {out}"
+    )

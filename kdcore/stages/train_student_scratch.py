@@ -1,0 +1,16 @@
+"""train_student_scratch: the baseline. The same student, views and budget, hard labels only."""
+
+from __future__ import annotations
+
+from kdcore.config import Params
+from kdcore.losses import LOSSES
+from kdcore.stages.distill import load_views, train_student
+from kdcore.training import ViewSet
+
+
+def run(params: Params) -> None:
+    views = load_views(params, with_teacher=False)
+    labeled = views.y >= 0
+    # only views whose sample carries a label: the scratch student has nothing else to learn from
+    views = ViewSet(views.x, views.src[labeled], views.dx[labeled], views.dy[labeled], views.y[labeled], views.fill)
+    train_student(params, "train_student_scratch", views, LOSSES.get("ce"), params.paths.student_scratch, "student_scratch", None)

@@ -1,0 +1,219 @@
+"""The one training loop: seeded, resumable from per-epoch checkpoints, logged with dvclive.
+
+`fit(model, train_set, loss_fn, cfg, ...)` is used for the teacher, the distilled student and the
+scratch student alike; they differ only in their training set and loss.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from kdcore.checkpoint import TrainingCheckpoint
+from kdcore.config import TrainConfig
+from kdcore.data.transforms import random_shifts, shift_images
+from kdcore.inference import predict_logits
+from kdcore.losses import LossTerms
+
+LossFn = Callable[[torch.Tensor, dict[str, torch.Tensor]], LossTerms]
+
+
+class TrainSet(Protocol):
+    def __len__(self) -> int: ...
+
+    def batch(self, idx: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """The samples at `idx` as tensors; "x" (batch, C, H, W) always, "y" and others per set."""
+        ...
+
+
+@dataclass
+class ImageSet:
+    """Labeled images, optionally shifted at random on the fly (a new shift every time a sample is drawn)."""
+
+    x: torch.Tensor  # (N, C, H, W) normalised
+    y: torch.Tensor  # (N,)
+    fill: torch.Tensor  # (C,) normalised value of a black pixel
+    shift: int = 0
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def batch(self, idx: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        x = self.x[idx]
+        if self.shift:
+            dx, dy = random_shifts(len(idx), self.shift, generator)
+            x = shift_images(x, dx, dy, self.fill)
+        return {"x": x, "y": self.y[idx]}
+
+
+@dataclass
+class ViewSet:
+    """Fixed views (source sample, shift) of a set of images, with the teacher's logits on exactly those views.
+
+    Teacher and student see the same input, as consistent distillation requires (Beyer et al. 2022).
+    """
+
+    x: torch.Tensor  # (N, C, H, W) normalised source images
+    src: torch.Tensor  # (V,) index into x
+    dx: torch.Tensor  # (V,)
+    dy: torch.Tensor  # (V,)
+    y: torch.Tensor  # (V,) label, -1 where the sample has none
+    fill: torch.Tensor  # (C,)
+    teacher_logits: torch.Tensor | None = None  # (V, classes)
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def batch(self, idx: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        out = {"x": shift_images(self.x[self.src[idx]], self.dx[idx], self.dy[idx], self.fill), "y": self.y[idx]}
+        if self.teacher_logits is not None:
+            out["teacher_logits"] = self.teacher_logits[idx]
+        return out
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps)))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+class _LiveLog:
+    """dvclive logging of per-epoch metrics; replays the history of a resumed run first."""
+
+    def __init__(self, live_dir: Path | None) -> None:
+        self.live = None
+        if live_dir is not None:
+            from dvclive import Live
+
+            self.live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None)
+
+    def log(self, record: dict[str, float]) -> None:
+        if self.live is None:
+            return
+        for name, value in record.items():
+            if name != "epoch":
+                self.live.log_metric(name, value)
+        self.live.next_step()
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.end()
+
+
+def fit(
+    model: nn.Module,
+    train_set: TrainSet,
+    loss_fn: LossFn,
+    cfg: TrainConfig,
+    *,
+    seed: int,
+    device: torch.device,
+    checkpoint: TrainingCheckpoint | None = None,
+    live_dir: Path | None = None,
+    eval_set: tuple[torch.Tensor, torch.Tensor] | None = None,
+    desc: str = "train",
+) -> list[dict[str, float]]:
+    """Trains `model` in place for cfg.epochs; returns one metrics record per epoch.
+
+    The sample order of epoch e depends only on (seed, e), so a run resumed from its checkpoint
+    after epoch e continues exactly as the uninterrupted run would.
+    """
+    model.to(device)
+    n = len(train_set)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    optimizer = make_optimizer(model, cfg)
+    schedule = make_schedule(optimizer, cfg, cfg.epochs * steps_per_epoch)
+    history: list[dict[str, float]] = []
+    start_epoch = 0
+    if checkpoint is not None and (state := checkpoint.load(model)) is not None:
+        model.to(device)
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        torch.set_rng_state(state["rng"])
+        history = list(state["history"])
+        start_epoch = int(state["epoch"]) + 1
+        print(f"{desc}: resuming after epoch {start_epoch} of {cfg.epochs} from {checkpoint.directory}", file=sys.stderr)
+
+    live = _LiveLog(live_dir)
+    for record in history:
+        live.log(record)
+    bar = tqdm(
+        total=cfg.epochs * steps_per_epoch,
+        initial=start_epoch * steps_per_epoch,
+        desc=desc,
+        unit="step",
+        file=sys.stderr,
+        mininterval=1.0,
+        dynamic_ncols=True,
+    )
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            started = time.perf_counter()
+            generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+            order = torch.randperm(n, generator=generator)
+            sums: dict[str, float] = {}
+            correct = seen = 0
+            model.train()
+            for first in range(0, n, cfg.batch_size):
+                batch = train_set.batch(order[first : first + cfg.batch_size], generator)
+                batch = {k: v.to(device) for k, v in batch.items()}
+                logits = model(batch["x"])  # (batch, classes)
+                terms = loss_fn(logits, batch)
+                optimizer.zero_grad(set_to_none=True)
+                terms.total.backward()
+                optimizer.step()
+                schedule.step()
+                size = len(batch["x"])
+                sums["loss"] = sums.get("loss", 0.0) + terms.total.item() * size
+                for name, part in terms.parts.items():
+                    sums[f"loss_{name}"] = sums.get(f"loss_{name}", 0.0) + part.item() * size
+                labeled = batch["y"] >= 0
+                correct += int((logits.argmax(1)[labeled] == batch["y"][labeled]).sum())
+                seen += int(labeled.sum())
+                bar.update(1)
+            record = {"epoch": float(epoch + 1)}
+            record.update({f"train/{k}": v / n for k, v in sums.items()})
+            if seen:
+                record["train/accuracy"] = correct / seen
+            if eval_set is not None:
+                logits = predict_logits(model, eval_set[0], device)
+                record["eval/accuracy"] = float((logits.argmax(1) == eval_set[1]).float().mean())
+            record["lr"] = optimizer.param_groups[0]["lr"]
+            record["seconds"] = time.perf_counter() - started
+            history.append(record)
+            live.log(record)
+            bar.set_postfix(loss=f"{record['train/loss']:.4f}", **({"eval_acc": f"{record['eval/accuracy']:.4f}"} if eval_set is not None else {}))
+            if checkpoint is not None:
+                checkpoint.save(
+                    model,
+                    {
+                        "epoch": epoch,
+                        "optimizer": optimizer.state_dict(),
+                        "schedule": schedule.state_dict(),
+                        "rng": torch.get_rng_state(),
+                        "history": history,
+                    },
+                )
+    finally:
+        bar.close()
+        live.close()
+    model.eval()
+    return history

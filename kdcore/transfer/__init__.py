@@ -1,0 +1,1 @@
+"""Transfer sets: the views the student learns from and the teacher's logits on them."""
