@@ -219,18 +219,15 @@ def _loc(loc: tuple[Any, ...]) -> str:
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     """The keys allowed at `loc`'s parent, for the message about an unknown key."""
+    tags: dict[str, type[BaseModel]] = {"mlp": MLPSpec, "cnn": CNNSpec, "torchvision": TorchvisionSpec}
     current: Any = model
     for part in loc[:-1]:
-        if isinstance(part, str) and isinstance(current, type) and issubclass(current, BaseModel):
-            if part in current.model_fields:
-                ann = current.model_fields[part].annotation
-                current = ann if isinstance(ann, type) else None
-            elif part == "mlp":
-                current = MLPSpec
-            elif part == "cnn":
-                current = CNNSpec
-            elif part == "torchvision":
-                current = TorchvisionSpec
+        if part in tags:
+            current = tags[part]
+        elif isinstance(current, type) and issubclass(current, BaseModel) and part in current.model_fields:
+            current = current.model_fields[part].annotation
+        else:
+            return []
     if isinstance(current, type) and issubclass(current, BaseModel):
         return list(current.model_fields)
     return []

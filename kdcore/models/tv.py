@@ -46,10 +46,15 @@ def build_torchvision(name: str, input_shape: InputShape, num_classes: int, weig
         from safetensors.torch import load_file
 
         state = load_file(str(require_file(weights, "model weights file")))
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        fits = f"{name} with {input_shape[0]} channels and {num_classes} classes"
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as err:  # shape mismatch
+            first = str(err).split("\n\t")[1] if "\n\t" in str(err) else str(err)
+            raise DataError(f"{weights}: does not fit {fits}: {first.strip()}") from None
         if missing or unexpected:
             raise DataError(
-                f"{weights}: does not fit {name} with {input_shape[0]} channels and {num_classes} classes "
-                f"(missing {len(missing)} tensors, e.g. {missing[:2]}; unexpected {unexpected[:2]})"
+                f"{weights}: does not fit {fits} (missing {len(missing)} tensors, e.g. {missing[:2]}; "
+                f"unexpected {unexpected[:2]})"
             )
     return model

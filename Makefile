@@ -1,0 +1,35 @@
+# kdflow: `make pipeline` runs the whole pipeline on the bundled data, `make test` runs the tests.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+export DVC_NO_ANALYTICS := 1
+export GX_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: setup pipeline test lint clean
+
+setup: $(STAMP)
+
+# torch and torchvision first, pinned: these exact versions are the ones that work together here
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; kdflow needs Python 3.11 (set PYTHON=...)" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+pipeline: setup
+	$(BIN)/dvc repro
+
+test: setup
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check kdcore tests benchmarks
+	$(BIN)/ruff format --check kdcore tests benchmarks
+
+clean:
+	rm -rf .kdflow

@@ -1,0 +1,108 @@
+"""params.yaml validation: every mistake is one line naming the key, the value and what is allowed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kdcore.config import load_params, parse_params
+from kdcore.errors import ConfigError
+from tests.conftest import ROOT, tiny_raw, write_params
+
+
+def error_for(raw: dict) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_params(raw)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_shipped_params_are_valid() -> None:
+    params = load_params(ROOT / "params.yaml")
+    assert params.data.source == "mnist5k"
+    # the shipped student must be at least 10x smaller than the teacher (checked for real in evaluate)
+    assert params.distill.loss == "hinton"
+
+
+def test_unknown_key_lists_the_allowed_ones() -> None:
+    raw = tiny_raw()
+    raw["distill"]["alhpa"] = 0.5
+    message = error_for(raw)
+    assert "distill.alhpa" in message and "unknown key" in message and "alpha" in message and "temperature" in message
+
+
+def test_unknown_top_level_key() -> None:
+    raw = tiny_raw()
+    raw["distil"] = {}
+    assert "distil: unknown key" in error_for(raw)
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value", "expected"),
+    [
+        ("distill__alpha", 1.3, ["distill.alpha", "1.3", "less than or equal to 1"]),
+        ("distill__temperature", -2.0, ["distill.temperature", "-2.0", "greater than 0"]),
+        ("teacher__train__epochs", "ten", ["teacher.train.epochs", "'ten'", "integer"]),
+        ("data__source", "cifar", ["data.source", "'cifar'", "mnist5k", "npz"]),
+        ("device", "tpu", ["device", "'tpu'"]),
+        ("student__train__optimizer", "lion", ["student.train.optimizer", "'lion'", "adam"]),
+    ],
+)
+def test_bad_values_name_key_value_and_allowed(dotted: str, value: object, expected: list[str]) -> None:
+    message = error_for(tiny_raw(**{dotted: value}))
+    for part in expected:
+        assert part in message, (part, message)
+
+
+def test_unknown_model_lists_known_models() -> None:
+    raw = tiny_raw()
+    raw["student"]["model"] = {"name": "resnet9000"}
+    message = error_for(raw)
+    assert "student.model.name" in message and "resnet9000" in message and "mlp" in message and "cnn" in message
+
+
+def test_model_specific_keys_are_checked() -> None:
+    raw = tiny_raw()
+    raw["student"]["model"] = {"name": "mlp", "channels": [8]}
+    message = error_for(raw)
+    assert "student.model.channels" in message and "unknown key" in message and "hidden" in message
+
+
+def test_path_required_for_user_data() -> None:
+    assert "data.path is required" in error_for(tiny_raw(data__source="npz"))
+
+
+def test_scratch_student_needs_labels() -> None:
+    message = error_for(tiny_raw(transfer__labeled=False))
+    assert "transfer.labeled" in message and "include_teacher_train" in message
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 0\ndata: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"line \d+.*not valid YAML"):
+        load_params(path)
+
+
+def test_cli_exits_2_with_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    raw = tiny_raw(tmp_path, distill__temperature=-1.0)
+    write_params(tmp_path / "params.yaml", raw)
+    result = subprocess.run(
+        [sys.executable, "-m", "kdcore", "prepare", "--params", str(tmp_path / "params.yaml")],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "distill.temperature" in lines[0] and "-1.0" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_defaults_round_trip(tmp_path: Path) -> None:
+    params = parse_params(tiny_raw(tmp_path))
+    again = parse_params(yaml.safe_load(yaml.safe_dump(params.model_dump(mode="json"))))
+    assert again == params

@@ -1,0 +1,106 @@
+"""Contract tests over the loss registry, and the maths of Hinton's loss."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kdcore.losses import LOSSES
+from kdcore.losses.hinton import UNLABELED, hinton_loss, kd_divergence, masked_cross_entropy
+
+CLASSES = 10
+
+
+def batch_for(teacher_logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {"teacher_logits": teacher_logits, "y": labels}
+
+
+@pytest.mark.parametrize("name", LOSSES.names())
+def test_every_loss_is_finite_and_sends_no_gradient_to_the_teacher(name: str) -> None:
+    torch.manual_seed(0)
+    student = torch.randn(16, CLASSES, requires_grad=True)
+    teacher = torch.randn(16, CLASSES, requires_grad=True)
+    labels = torch.randint(0, CLASSES, (16,))
+    terms = LOSSES.get(name)(student, batch_for(teacher, labels))
+    assert torch.isfinite(terms.total)
+    assert all(torch.isfinite(p) for p in terms.parts.values())
+    terms.total.backward()
+    assert student.grad is not None and student.grad.abs().sum() > 0
+    assert teacher.grad is None
+
+
+def test_kd_is_zero_when_student_equals_teacher() -> None:
+    logits = torch.randn(32, CLASSES) * 3
+    for temperature in (1.0, 4.0, 20.0):
+        assert kd_divergence(logits.clone(), logits, temperature).abs() < 1e-6
+
+
+def test_kd_is_minimal_at_the_teacher() -> None:
+    torch.manual_seed(1)
+    teacher = torch.randn(8, CLASSES)
+    at_teacher = kd_divergence(teacher.clone(), teacher, 4.0)
+    for _ in range(5):
+        assert kd_divergence(teacher + 0.3 * torch.randn_like(teacher), teacher, 4.0) > at_teacher
+
+
+def test_kd_matches_the_formula() -> None:
+    torch.manual_seed(2)
+    s, t, temp = torch.randn(4, CLASSES), torch.randn(4, CLASSES), 3.0
+    p_t, p_s = F.softmax(t / temp, 1), F.softmax(s / temp, 1)
+    expected = (p_t * (p_t.log() - p_s.log())).sum(1).mean() * temp**2
+    assert torch.allclose(kd_divergence(s, t, temp), expected, atol=1e-6)
+
+
+def test_t_squared_keeps_the_gradient_scale_independent_of_t() -> None:
+    """For large T the soft-target gradient is ~(z_s - z_t) / (K * batch) with the T^2 factor,
+    and would shrink as 1/T^2 without it (Hinton et al. 2015, section 2.1)."""
+    torch.manual_seed(3)
+    teacher = torch.randn(8, CLASSES)
+    teacher -= teacher.mean(1, keepdim=True)
+    student0 = torch.randn(8, CLASSES)
+    student0 -= student0.mean(1, keepdim=True)
+    norms = {}
+    for temperature in (10.0, 20.0, 40.0):
+        student = student0.clone().requires_grad_(True)
+        kd_divergence(student, teacher, temperature).backward()
+        norms[temperature] = student.grad.norm().item()
+    expected = ((student0 - teacher) / CLASSES / 8).norm().item()
+    for temperature, norm in norms.items():
+        assert norm == pytest.approx(expected, rel=0.05), temperature
+    # without the factor the gradient at T=40 would be 16x smaller than at T=10
+    assert norms[40.0] / norms[10.0] == pytest.approx(1.0, abs=0.05)
+
+
+def test_hinton_combines_the_parts_with_alpha() -> None:
+    torch.manual_seed(4)
+    s, t = torch.randn(6, CLASSES), torch.randn(6, CLASSES)
+    y = torch.randint(0, CLASSES, (6,))
+    terms = hinton_loss(s, batch_for(t, y), temperature=4.0, alpha=0.7)
+    assert torch.allclose(terms.parts["kd"], 0.7 * kd_divergence(s, t, 4.0))
+    assert torch.allclose(terms.parts["ce"], 0.3 * F.cross_entropy(s, y))
+    assert torch.allclose(terms.total, terms.parts["kd"] + terms.parts["ce"])
+    only_ce = hinton_loss(s, batch_for(t, y), temperature=4.0, alpha=0.0)
+    assert torch.allclose(only_ce.total, F.cross_entropy(s, y))
+
+
+def test_unlabeled_samples_contribute_no_cross_entropy() -> None:
+    torch.manual_seed(5)
+    s = torch.randn(4, CLASSES)
+    y = torch.tensor([3, UNLABELED, 1, UNLABELED])
+    assert torch.allclose(masked_cross_entropy(s, y), F.cross_entropy(s[[0, 2]], y[[0, 2]]))
+    none = torch.full((4,), UNLABELED)
+    assert masked_cross_entropy(s, none) == 0
+
+
+def test_registry_rejects_unknown_names() -> None:
+    with pytest.raises(KeyError, match="unknown loss 'fitnet'.*hinton"):
+        LOSSES.get("fitnet")
+
+
+def test_partial_binding_used_by_the_distill_stage() -> None:
+    loss = partial(LOSSES.get("hinton"), temperature=2.0, alpha=0.5)
+    s, t = torch.randn(3, CLASSES), torch.randn(3, CLASSES)
+    assert set(loss(s, batch_for(t, torch.tensor([0, 1, 2]))).parts) == {"kd", "ce"}

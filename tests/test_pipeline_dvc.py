@@ -1,0 +1,77 @@
+"""The real pipeline under DVC in a temporary git repo: repro, change one parameter, repro again."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, tiny_raw
+
+pytestmark = pytest.mark.slow
+
+
+def sh(repo: Path, *cmd: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(DVC_NO_ANALYTICS="1", GX_ANALYTICS_ENABLED="false", TQDM_DISABLE="1", GIT_AUTHOR_NAME="t",
+               GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com")
+    result = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = tmp_path_factory.mktemp("kdflow-repo")
+    shutil.copytree(ROOT / "kdcore", repo / "kdcore", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy(ROOT / name, repo / name)
+    raw = tiny_raw()
+    raw["paths"] = yaml.safe_load((ROOT / "params.yaml").read_text())["paths"]
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    sh(repo, "git", "init", "-q")
+    sh(repo, "dvc", "init", "-q")
+    sh(repo, "dvc", "config", "core.analytics", "false")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "tiny kdflow project")
+    return repo
+
+
+def test_repro_change_one_param_and_diff(repo: Path) -> None:
+    first = sh(repo, "dvc", "repro")
+    for stage in ("prepare", "train_teacher", "build_transfer", "distill", "train_student_scratch", "evaluate"):
+        assert f"Running stage '{stage}'" in first.stdout
+    summary = json.loads((repo / "metrics/summary.json").read_text())
+    assert set(summary) == {"teacher", "student_scratch", "student_kd"}
+    # DVC owns the large outputs: git sees only their .gitignore entries, never the files
+    untracked = sh(repo, "git", "status", "--porcelain", "--untracked-files=all").stdout
+    assert "metrics/summary.json" in untracked
+    assert ".safetensors" not in untracked and "manifest.csv" not in untracked, untracked
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "first run")
+
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    raw["distill"]["temperature"] = 2.0
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    second = sh(repo, "dvc", "repro")
+    for stage in ("prepare", "train_teacher", "build_transfer", "train_student_scratch"):
+        assert f"Stage '{stage}' didn't change, skipping" in second.stdout, second.stdout
+    assert "Running stage 'distill'" in second.stdout and "Running stage 'evaluate'" in second.stdout
+
+    diff = json.loads(sh(repo, "dvc", "metrics", "diff", "--json").stdout)
+    changed = diff["metrics/summary.json"]
+    assert any(key.startswith("student_kd.") and key != "student_kd.latency_ms_b1" for key in changed), changed
+    assert "teacher.accuracy" not in changed and "student_scratch.accuracy" not in changed
+    params_diff = json.loads(sh(repo, "dvc", "params", "diff", "--json").stdout)
+    temperature = params_diff["params.yaml"]["distill.temperature"]
+    assert (temperature["old"], temperature["new"]) == (4.0, 2.0)
+
+    noop = sh(repo, "dvc", "repro")
+    assert "Running stage" not in noop.stdout

@@ -1,0 +1,128 @@
+"""Each stage on a few hundred digits: the files it writes, and the data checks that stop it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from kdcore.artifacts import load_tensors
+from kdcore.config import parse_params
+from kdcore.errors import ValidationFailed
+from kdcore.stages import STAGE_NAMES, get_stage
+from tests.conftest import tiny_raw
+
+
+def run_all(params) -> None:
+    for name in STAGE_NAMES:
+        get_stage(name)(params)
+
+
+def test_every_stage_writes_its_outputs(tmp_path: Path) -> None:
+    params = parse_params(tiny_raw(tmp_path))
+    run_all(params)
+
+    manifest = pd.read_csv(tmp_path / "data/prepared/manifest.csv")
+    assert len(manifest) == 1100 and manifest["sample_id"].is_unique
+    assert manifest.groupby("split").size().to_dict() == {"teacher_train": 400, "test": 300, "transfer": 400}
+    meta = json.loads((tmp_path / "data/prepared/meta.json").read_text())
+    assert meta["input_shape"] == [1, 8, 8] and meta["num_classes"] == 10
+    train = load_tensors(tmp_path / "data/prepared/teacher_train.safetensors")
+    assert abs(float(train["x"].mean())) < 1e-3 and abs(float(train["x"].std()) - 1) < 1e-2  # normalised
+
+    views = load_tensors(tmp_path / "data/transfer/views.safetensors")
+    logits = load_tensors(tmp_path / "data/transfer/teacher_logits.safetensors")["logits"]
+    assert len(views["src"]) == 800 and logits.shape == (800, 10)
+    assert views["dx"][::2].eq(0).all() and views["dy"][::2].eq(0).all()  # view 0 is the sample itself
+
+    for model in ("teacher", "student_kd", "student_scratch"):
+        assert (tmp_path / "models" / model / "model.safetensors").is_file()
+        assert (tmp_path / "dvclive" / model / "plots" / "metrics" / "eval" / "accuracy.tsv").is_file()
+    assert not (tmp_path / ".kdflow" / "checkpoints" / "train_teacher").exists()  # cleared on success
+
+    summary = json.loads((tmp_path / "metrics/summary.json").read_text())
+    keys = {"accuracy", "nll", "ece", "agreement", "params", "size_bytes", "latency_ms_b1", "latency_ms_b256"}
+    assert set(summary) == {"teacher", "student_scratch", "student_kd"}
+    assert all(set(m) == keys for m in summary.values())
+    assert summary["teacher"]["agreement"] == 1.0
+    assert summary["teacher"]["accuracy"] > 0.5  # 6 epochs on 400 digits: far above chance (0.1)
+    assert summary["student_kd"]["params"] < summary["teacher"]["params"]
+    report = (tmp_path / "reports/report.md").read_text()
+    assert "student (distilled)" in report and "points" in report
+    for png in ("confusion.png", "training_curves.png"):
+        assert (tmp_path / "plots" / png).read_bytes()[:4] == b"\x89PNG"
+    confusion = pd.read_csv(tmp_path / "plots/confusion.csv")
+    assert list(confusion.columns) == ["actual", "predicted"] and len(confusion) == 300
+    assert "checks passed" in (tmp_path / "reports/validation/build_transfer.html").read_text()
+
+
+def test_same_seed_same_metrics(tmp_path: Path) -> None:
+    """Deterministic on CPU: two full runs in different directories agree on every quality metric."""
+    runs = []
+    for name in ("a", "b"):
+        params = parse_params(tiny_raw(tmp_path / name))
+        run_all(params)
+        summary = json.loads((tmp_path / name / "metrics/summary.json").read_text())
+        runs.append({m: {k: v for k, v in s.items() if not k.startswith("latency")} for m, s in summary.items()})
+    assert runs[0] == runs[1]
+
+
+def test_transfer_cache_is_reused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    params = parse_params(tiny_raw(tmp_path))
+    for name in ("prepare", "train_teacher", "build_transfer"):
+        get_stage(name)(params)
+    first = load_tensors(tmp_path / "data/transfer/teacher_logits.safetensors")["logits"]
+    capsys.readouterr()
+    get_stage("build_transfer")(params)
+    assert "from cache" in capsys.readouterr().out
+    assert torch.equal(first, load_tensors(tmp_path / "data/transfer/teacher_logits.safetensors")["logits"])
+
+
+def test_unlabeled_transfer_set(tmp_path: Path) -> None:
+    params = parse_params(tiny_raw(tmp_path, transfer__labeled=False, transfer__include_teacher_train=True))
+    for name in ("prepare", "train_teacher", "build_transfer"):
+        get_stage(name)(params)
+    views = load_tensors(tmp_path / "data/transfer/views.safetensors")
+    assert len(views["y"]) == 1600
+    assert views["y"][:800].eq(-1).all() and views["y"][800:].ge(0).all()
+
+
+def test_bad_pixels_stop_prepare_with_a_report(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.random((200, 6, 6)).astype(np.float32)
+    x[17, 2, 2] = 3.5  # out of the [0, 1] range
+    x[30, 0, 0] = np.nan
+    np.savez(tmp_path / "bad.npz", x=x, y=np.arange(200) % 4)
+    raw = tiny_raw(tmp_path, data__source="npz", data__path=str(tmp_path / "bad.npz"))
+    raw["data"]["splits"] = {"teacher_train": 80, "transfer": 60, "test": 60}
+    with pytest.raises(ValidationFailed) as info:
+        get_stage("prepare")(parse_params(raw))
+    message = str(info.value)
+    assert "pixel_max" in message and "pixel_nan" in message and "prepare.html" in message
+    report = (tmp_path / "reports/validation/prepare.html").read_text()
+    assert "FAIL" in report and "pixel_max" in report
+    assert not (tmp_path / "data/prepared").exists()  # nothing written
+
+
+def test_imbalanced_classes_fail_the_balance_check(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    y = np.array([0] * 180 + [1] * 10 + [2] * 10)
+    np.savez(tmp_path / "skew.npz", x=rng.random((200, 6, 6)).astype(np.float32), y=y)
+    raw = tiny_raw(tmp_path, data__source="npz", data__path=str(tmp_path / "skew.npz"))
+    raw["data"]["splits"] = {"teacher_train": 80, "transfer": 60, "test": 60}
+    with pytest.raises(ValidationFailed, match="class_balance"):
+        get_stage("prepare")(parse_params(raw))
+
+
+def test_unconfident_teacher_fails_the_soft_label_check(tmp_path: Path) -> None:
+    params = parse_params(tiny_raw(tmp_path, transfer__min_mean_confidence=0.999))
+    for name in ("prepare", "train_teacher"):
+        get_stage(name)(params)
+    with pytest.raises(ValidationFailed, match="confidence"):
+        get_stage("build_transfer")(params)
+    assert not (tmp_path / "data/transfer/views.safetensors").exists()
+    assert "FAIL" in (tmp_path / "reports/validation/build_transfer.html").read_text()
