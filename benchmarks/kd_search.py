@@ -13,7 +13,6 @@ import argparse
 import copy
 import hashlib
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -103,10 +102,16 @@ def main() -> int:
             scratch_acc, _ = accuracy(dirs["train_student_scratch"], dirs["prepare"])
             kd_acc, student_params = accuracy(dirs["distill"], dirs["prepare"])
             row = {
-                "variant": variant["name"], "seed": seed, "teacher": teacher_acc, "scratch": scratch_acc,
-                "kd": kd_acc, "gain_points": round((kd_acc - scratch_acc) * 100, 2),
-                "teacher_params": teacher_params, "student_params": student_params,
-                "distill_s": seconds.get("distill"), "teacher_s": seconds.get("train_teacher"),
+                "variant": variant["name"],
+                "seed": seed,
+                "teacher": teacher_acc,
+                "scratch": scratch_acc,
+                "kd": kd_acc,
+                "gain_points": round((kd_acc - scratch_acc) * 100, 2),
+                "teacher_params": teacher_params,
+                "student_params": student_params,
+                "distill_s": seconds.get("distill"),
+                "teacher_s": seconds.get("train_teacher"),
             }
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
@@ -114,9 +119,14 @@ def main() -> int:
         frame.to_csv(args.out, index=False)
     frame = pd.DataFrame(rows)
     summary = frame.groupby("variant", sort=False).agg(
-        teacher=("teacher", "mean"), scratch=("scratch", "mean"), kd=("kd", "mean"),
-        gain=("gain_points", "mean"), gain_min=("gain_points", "min"), gain_max=("gain_points", "max"),
-        student_params=("student_params", "first"), teacher_params=("teacher_params", "first"),
+        teacher=("teacher", "mean"),
+        scratch=("scratch", "mean"),
+        kd=("kd", "mean"),
+        gain=("gain_points", "mean"),
+        gain_min=("gain_points", "min"),
+        gain_max=("gain_points", "max"),
+        student_params=("student_params", "first"),
+        teacher_params=("teacher_params", "first"),
     )
     print(summary.round(4).to_string())
     return 0

@@ -153,9 +153,15 @@ class DataConfig(Section):
 class TransferConfig(Section):
     views: PositiveInt = Field(default=1, le=256, description="Views per sample; view 0 is the image itself.")
     shift: NonNegativeInt = Field(default=2, le=8, description="Views 1.. are random shifts of up to this many pixels.")
-    include_teacher_train: bool = Field(default=False, description="Add the teacher's training split to the transfer set.")
-    labeled: bool = Field(default=True, description="The transfer split's labels may be used (false: treat it as unlabeled).")
-    min_mean_confidence: float = Field(default=0.5, ge=0.0, le=1.0, description="Soft-label check: mean max-probability floor.")
+    include_teacher_train: bool = Field(
+        default=False, description="Add the teacher's training split to the transfer set."
+    )
+    labeled: bool = Field(
+        default=True, description="The transfer split's labels may be used (false: treat it as unlabeled)."
+    )
+    min_mean_confidence: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Soft-label check: mean max-probability floor."
+    )
 
 
 class DistillConfig(Section):
@@ -166,7 +172,9 @@ class DistillConfig(Section):
 
 class EvaluateConfig(Section):
     ece_bins: PositiveInt = Field(default=15, le=100)
-    latency_repeats: PositiveInt = Field(default=30, description="Timed repeats per batch size; the median is reported.")
+    latency_repeats: PositiveInt = Field(
+        default=30, description="Timed repeats per batch size; the median is reported."
+    )
     latency_threads: PositiveInt = Field(default=1, description="CPU threads while timing latency.")
 
 

@@ -7,7 +7,9 @@ from torch import nn
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, device: torch.device | str = "cpu", batch_size: int = 1024) -> torch.Tensor:
+def predict_logits(
+    model: nn.Module, x: torch.Tensor, device: torch.device | str = "cpu", batch_size: int = 1024
+) -> torch.Tensor:
     """(N, C, H, W) -> (N, classes) logits on the CPU, model in eval mode."""
     was_training = model.training
     model.eval()

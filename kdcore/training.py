@@ -89,9 +89,13 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def make_schedule(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps)))
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps))
+        )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
 
@@ -150,7 +154,9 @@ def fit(
         torch.set_rng_state(state["rng"])
         history = list(state["history"])
         start_epoch = int(state["epoch"]) + 1
-        print(f"{desc}: resuming after epoch {start_epoch} of {cfg.epochs} from {checkpoint.directory}", file=sys.stderr)
+        print(
+            f"{desc}: resuming after epoch {start_epoch} of {cfg.epochs} from {checkpoint.directory}", file=sys.stderr
+        )
 
     live = _LiveLog(live_dir)
     for record in history:
@@ -200,7 +206,10 @@ def fit(
             record["seconds"] = time.perf_counter() - started
             history.append(record)
             live.log(record)
-            bar.set_postfix(loss=f"{record['train/loss']:.4f}", **({"eval_acc": f"{record['eval/accuracy']:.4f}"} if eval_set is not None else {}))
+            bar.set_postfix(
+                loss=f"{record['train/loss']:.4f}",
+                **({"eval_acc": f"{record['eval/accuracy']:.4f}"} if eval_set is not None else {}),
+            )
             if checkpoint is not None:
                 checkpoint.save(
                     model,

@@ -94,7 +94,10 @@ def test_cli_exits_2_with_one_line_and_writes_nothing(tmp_path: Path) -> None:
     write_params(tmp_path / "params.yaml", raw)
     result = subprocess.run(
         [sys.executable, "-m", "kdcore", "prepare", "--params", str(tmp_path / "params.yaml")],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

@@ -60,7 +60,9 @@ def test_model_directory_round_trip(tmp_path: Path) -> None:
 def test_torchvision_weights_file_is_loaded(tmp_path: Path) -> None:
     source = build_model(spec_of({"name": "resnet18"}), (1, 16, 16), 4).eval()
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "w.safetensors"))
-    again = build_model(spec_of({"name": "resnet18", "weights": str(tmp_path / "w.safetensors")}), (1, 16, 16), 4).eval()
+    again = build_model(
+        spec_of({"name": "resnet18", "weights": str(tmp_path / "w.safetensors")}), (1, 16, 16), 4
+    ).eval()
     x = torch.randn(2, 1, 16, 16)
     assert torch.equal(source(x), again(x))
 

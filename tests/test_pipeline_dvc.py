@@ -20,8 +20,15 @@ pytestmark = pytest.mark.slow
 def sh(repo: Path, *cmd: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(DVC_NO_ANALYTICS="1", GX_ANALYTICS_ENABLED="false", TQDM_DISABLE="1", GIT_AUTHOR_NAME="t",
-               GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com")
+    env.update(
+        DVC_NO_ANALYTICS="1",
+        GX_ANALYTICS_ENABLED="false",
+        TQDM_DISABLE="1",
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@example.com",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@example.com",
+    )
     result = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result

@@ -29,7 +29,7 @@ def test_mnist5k_is_the_real_bundled_data() -> None:
     data = load_source("mnist5k")
     assert data.images.shape == (5000, 1, 28, 28)
     assert torch.bincount(data.labels).tolist() == [500] * 10
-    assert 0.0 <= data.images.min() and data.images.max() <= 1.0
+    assert data.images.min() >= 0.0 and data.images.max() <= 1.0
     assert len(set(data.ids)) == 5000
 
 
@@ -52,7 +52,10 @@ def test_npz_layouts(tmp_path: Path, layout: str) -> None:
     channels = 1 if layout == "nhw" else 3
     assert data.images.shape == (6, channels, 5, 4)
     assert data.labels.tolist() == [0, 1, 0, 1, 2, 2] and data.class_names == ["5", "7", "9"]
-    assert torch.allclose(data.images[0, 0], torch.from_numpy(x[0] if layout == "nhw" else (x[0, ..., 0] if layout == "nhwc" else x[0, 0])).float() / 255)
+    assert torch.allclose(
+        data.images[0, 0],
+        torch.from_numpy(x[0] if layout == "nhw" else (x[0, ..., 0] if layout == "nhwc" else x[0, 0])).float() / 255,
+    )
 
 
 def test_npz_errors(tmp_path: Path) -> None:

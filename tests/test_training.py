@@ -33,8 +33,14 @@ def fresh_model() -> torch.nn.Module:
 def train(checkpoint: TrainingCheckpoint | None = None, train_set=None, live_dir: Path | None = None):
     model = fresh_model()
     history = fit(
-        model, train_set or data(), LOSSES.get("ce"), CFG, seed=0, device=torch.device("cpu"),
-        checkpoint=checkpoint, live_dir=live_dir,
+        model,
+        train_set or data(),
+        LOSSES.get("ce"),
+        CFG,
+        seed=0,
+        device=torch.device("cpu"),
+        checkpoint=checkpoint,
+        live_dir=live_dir,
     )
     return model, history
 

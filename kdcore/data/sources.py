@@ -48,7 +48,11 @@ def _index_labels(values: np.ndarray, where: str) -> tuple[torch.Tensor, list[st
     if values.ndim != 1:
         raise DataError(f"{where}: labels must be one-dimensional, got shape {values.shape}")
     if not np.issubdtype(values.dtype, np.integer):
-        if np.issubdtype(values.dtype, np.floating) and np.all(np.isfinite(values)) and np.all(values == np.round(values)):
+        if (
+            np.issubdtype(values.dtype, np.floating)
+            and np.all(np.isfinite(values))
+            and np.all(values == np.round(values))
+        ):
             values = values.astype(np.int64)
         else:
             raise DataError(f"{where}: labels must be integers, got dtype {values.dtype}")

@@ -84,7 +84,8 @@ def render_report(outcomes: list[CheckResult], title: str) -> str:
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}tr.fail{{background:#fdd}}tr.pass{{background:#efe}}</style>
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}
+tr.fail{{background:#fdd}}tr.pass{{background:#efe}}</style>
 </head><body><h1>{html.escape(title)}</h1>
 <p>{len(outcomes) - failed} of {len(outcomes)} checks passed (Great Expectations).</p>
 <table><tr><th>result</th><th>table</th><th>expectation</th><th>arguments</th><th>observed</th></tr>
@@ -93,7 +94,9 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}tr.fail{{backgroun
 """
 
 
-def validate_or_fail(tables: dict[str, tuple[pd.DataFrame, list[Check]]], suite: str, report_path: Path) -> list[CheckResult]:
+def validate_or_fail(
+    tables: dict[str, tuple[pd.DataFrame, list[Check]]], suite: str, report_path: Path
+) -> list[CheckResult]:
     """Runs the suites, always writes the report, raises ValidationFailed naming the failed checks."""
     outcomes = run_suites(tables, suite)
     write_text(report_path, render_report(outcomes, f"kdflow {suite} data checks"))

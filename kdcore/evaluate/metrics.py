@@ -11,14 +11,18 @@ from torch import nn
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 
-def quality_metrics(logits: torch.Tensor, y: torch.Tensor, teacher_pred: torch.Tensor, ece_bins: int) -> dict[str, float]:
+def quality_metrics(
+    logits: torch.Tensor, y: torch.Tensor, teacher_pred: torch.Tensor, ece_bins: int
+) -> dict[str, float]:
     """accuracy, NLL (nats), expected calibration error (L1, equal-width bins), agreement with the teacher."""
     num_classes = logits.shape[1]
     pred = logits.argmax(1)
     return {
         "accuracy": float((pred == y).float().mean()),
         "nll": float(F.cross_entropy(logits, y)),
-        "ece": float(multiclass_calibration_error(logits.softmax(1), y, num_classes=num_classes, n_bins=ece_bins, norm="l1")),
+        "ece": float(
+            multiclass_calibration_error(logits.softmax(1), y, num_classes=num_classes, n_bins=ece_bins, norm="l1")
+        ),
         "agreement": float((pred == teacher_pred).float().mean()),
     }
 

@@ -35,8 +35,15 @@ def save_confusion_png(path: Path, matrices: dict[str, torch.Tensor], class_name
         for i in ticks:
             for j in ticks:
                 if cm[i, j]:
-                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=6,
-                            color="white" if share[i, j] > 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        int(cm[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="white" if share[i, j] > 0.5 else "black",
+                    )
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)

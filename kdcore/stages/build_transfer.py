@@ -12,27 +12,18 @@ import torch
 from kdcore.artifacts import save_tensors, sha256_file, write_json
 from kdcore.checkpoint import WEIGHTS, load_model_dir
 from kdcore.config import Params
-from kdcore.data.prepared import load_meta, load_split
+from kdcore.data.prepared import load_meta
 from kdcore.data.validate import Check, validate_or_fail
 from kdcore.losses.hinton import UNLABELED
 from kdcore.runtime import resolve_device
-from kdcore.transfer.views import cache_key, cached_teacher_logits, make_views, soft_label_table, teacher_logits_on_views
-
-
-def transfer_sources(params: Params) -> list[str]:
-    """The prepared splits the transfer set is made of, in the order their samples are indexed."""
-    return ["transfer", "teacher_train"] if params.transfer.include_teacher_train else ["transfer"]
-
-
-def transfer_images(params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, C, H, W) images and (N,) labels of the transfer set; -1 where labels may not be used."""
-    xs, ys = [], []
-    for split in transfer_sources(params):
-        part = load_split(params.paths.prepared, split)
-        labeled = split == "teacher_train" or params.transfer.labeled
-        xs.append(part.x)
-        ys.append(part.y if labeled else torch.full_like(part.y, UNLABELED))
-    return torch.cat(xs), torch.cat(ys)
+from kdcore.stages.transfer_set import transfer_images, transfer_sources
+from kdcore.transfer.views import (
+    cache_key,
+    cached_teacher_logits,
+    make_views,
+    soft_label_table,
+    teacher_logits_on_views,
+)
 
 
 def soft_label_checks(num_classes: int, min_mean_confidence: float) -> list[Check]:
@@ -75,7 +66,9 @@ def run(params: Params) -> None:
     )
 
     save_tensors(out / "views.safetensors", {**views.as_tensors(), "y": view_labels})
-    save_tensors(out / "teacher_logits.safetensors", {"logits": logits}, meta={"cache_key": key, "teacher_sha256": teacher_sha})
+    save_tensors(
+        out / "teacher_logits.safetensors", {"logits": logits}, meta={"cache_key": key, "teacher_sha256": teacher_sha}
+    )
     labeled = view_labels != UNLABELED
     agree = (torch.from_numpy(table["argmax"].to_numpy())[labeled] == view_labels[labeled]).float().mean()
     summary = {

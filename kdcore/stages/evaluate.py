@@ -75,15 +75,22 @@ def run(params: Params) -> None:
         metrics["size_bytes"] = os.path.getsize(dirs[key] / WEIGHTS)
         one = test.x[:1]
         many = test.x[:256] if len(test.x) >= 256 else test.x[torch.arange(256) % len(test.x)]
-        metrics["latency_ms_b1"] = latency_ms(model, one, params.evaluate.latency_repeats, params.evaluate.latency_threads)
-        metrics["latency_ms_b256"] = latency_ms(model, many, params.evaluate.latency_repeats, params.evaluate.latency_threads)
+        metrics["latency_ms_b1"] = latency_ms(
+            model, one, params.evaluate.latency_repeats, params.evaluate.latency_threads
+        )
+        metrics["latency_ms_b256"] = latency_ms(
+            model, many, params.evaluate.latency_repeats, params.evaluate.latency_threads
+        )
         summary[key] = {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}
 
     num_classes = prepared.num_classes
     matrices = {LABELS[k]: confusion_matrix(test.y, logits[k].argmax(1), num_classes) for k in MODEL_KEYS}
     names = prepared.meta["class_names"]
     frame = pd.DataFrame(
-        {"actual": [names[i] for i in test.y.tolist()], "predicted": [names[i] for i in logits["student_kd"].argmax(1).tolist()]}
+        {
+            "actual": [names[i] for i in test.y.tolist()],
+            "predicted": [names[i] for i in logits["student_kd"].argmax(1).tolist()],
+        }
     )
     with atomic_path(paths.plots / "confusion.csv") as tmp:
         frame.to_csv(tmp, index=False)

@@ -32,7 +32,9 @@ def build_manifest(data: RawData, split_of: list[str]) -> pd.DataFrame:
     )
 
 
-def manifest_checks(total: int, num_classes: int, sizes: dict[str, int], min_class_fraction: float) -> dict[str, list[Check]]:
+def manifest_checks(
+    total: int, num_classes: int, sizes: dict[str, int], min_class_fraction: float
+) -> dict[str, list[Check]]:
     per_class_floor = min_class_fraction * total / num_classes
     manifest: list[Check] = [
         ("ExpectTableRowCountToEqual", {"value": total}),

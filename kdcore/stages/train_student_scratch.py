@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kdcore.config import Params
 from kdcore.losses import LOSSES
-from kdcore.stages.distill import load_views, train_student
+from kdcore.stages.student import load_views, train_student
 from kdcore.training import ViewSet
 
 
@@ -13,4 +13,13 @@ def run(params: Params) -> None:
     labeled = views.y >= 0
     # only views whose sample carries a label: the scratch student has nothing else to learn from
     views = ViewSet(views.x, views.src[labeled], views.dx[labeled], views.dy[labeled], views.y[labeled], views.fill)
-    train_student(params, "train_student_scratch", views, LOSSES.get("ce"), params.paths.student_scratch, "student_scratch", None)
+    config = {"loss": "ce"}
+    train_student(
+        params,
+        "train_student_scratch",
+        views,
+        LOSSES.get("ce"),
+        params.paths.student_scratch,
+        "student_scratch",
+        config,
+    )

@@ -33,8 +33,13 @@ def run(params: Params) -> None:
         desc="teacher",
     )
     save_model_dir(
-        params.paths.teacher, model.cpu(), cfg.model, prepared.input_shape, prepared.num_classes,
-        seed=params.seed, epochs=cfg.train.epochs,
+        params.paths.teacher,
+        model.cpu(),
+        cfg.model,
+        prepared.input_shape,
+        prepared.num_classes,
+        seed=params.seed,
+        config={"teacher": cfg.model_dump(mode="json")},
     )
     checkpoint.clear()
     print(
