@@ -46,7 +46,7 @@ def save_confusion_png(path: Path, matrices: dict[str, torch.Tensor], class_name
                     )
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -77,5 +77,5 @@ def save_curves_png(path: Path, runs: dict[str, Path], metrics: list[str]) -> No
         ax.legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)

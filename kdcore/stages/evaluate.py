@@ -98,7 +98,7 @@ def run(params: Params) -> None:
     save_curves_png(
         paths.plots / "training_curves.png",
         {LABELS[k]: paths.live / k for k in MODEL_KEYS},
-        ["eval/accuracy", "train/loss"],
+        ["eval/accuracy", "train/accuracy", "train/loss"],
     )
     write_json(paths.metrics / "summary.json", summary)
     write_text(paths.reports / "report.md", render_report(summary, prepared.meta, params))
