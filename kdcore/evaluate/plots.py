@@ -59,6 +59,13 @@ def read_live_metric(live_dir: Path, metric: str) -> pd.DataFrame | None:
     return frame.rename(columns={frame.columns[-1]: "value"})[["step", "value"]]
 
 
+CURVE_TITLES = {
+    "eval/accuracy": "test accuracy",
+    "train/accuracy": "train accuracy (labeled views)",
+    "train/loss": "train loss (own objective)",
+}
+
+
 def save_curves_png(path: Path, runs: dict[str, Path], metrics: list[str]) -> None:
     import matplotlib
 
@@ -71,7 +78,7 @@ def save_curves_png(path: Path, runs: dict[str, Path], metrics: list[str]) -> No
             frame = read_live_metric(live_dir, metric)
             if frame is not None:
                 ax.plot(frame["step"] + 1, frame["value"], label=name, marker=".")
-        ax.set_title(metric, fontsize=10)
+        ax.set_title(CURVE_TITLES.get(metric, metric), fontsize=10)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
