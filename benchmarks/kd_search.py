@@ -1,7 +1,7 @@
 """Search for a configuration in which distillation helps: runs the real stages for each variant
 and seed in a scratch workspace and prints test accuracy of teacher, scratch and distilled student.
 
-    python benchmarks/kd_search.py benchmarks/kd_search.yaml --seeds 100 101 102 --out reports/kd_search.csv
+    python benchmarks/kd_search.py benchmarks/kd_search.yaml --seeds 100 101 102 --out benchmarks/results/kd_search.csv
 
 The YAML file lists variants, each a name and dotted overrides of params.yaml. Stages whose inputs
 did not change between variants (the teacher, the transfer set, the scratch student) are reused.
@@ -61,7 +61,7 @@ def main() -> int:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[100, 101, 102])
     parser.add_argument("--work", type=Path, default=Path(".kdflow/search"))
-    parser.add_argument("--out", type=Path, default=Path("reports/kd_search.csv"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/kd_search.csv"))
     args = parser.parse_args()
 
     base = yaml.safe_load(args.params.read_text())
