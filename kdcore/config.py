@@ -178,6 +178,20 @@ class EvaluateConfig(Section):
     latency_threads: PositiveInt = Field(default=1, description="CPU threads while timing latency.")
 
 
+class GateConfig(Section):
+    """The quality gate the orchestrated pipeline applies before it commits results."""
+
+    min_accuracy: float = Field(default=0.9, ge=0.0, le=1.0, description="Floor for the distilled student's accuracy.")
+    max_drop: float = Field(default=0.02, ge=0.0, le=1.0, description="Largest drop against the last commit.")
+
+
+class OrchestrationConfig(Section):
+    """How Prefect runs the DVC stages."""
+
+    retries: NonNegativeInt = Field(default=1, le=10, description="Retries of a failing stage.")
+    retry_delay_s: NonNegativeFloat = Field(default=5.0, le=3600, description="Seconds between retries.")
+
+
 class Paths(Section):
     prepared: Path = Path("data/prepared")
     teacher: Path = Path("models/teacher")
@@ -201,6 +215,8 @@ class Params(Section):
     student: StudentConfig
     distill: DistillConfig = DistillConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    gate: GateConfig = GateConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
 
     @model_validator(mode="after")
     def _scratch_has_labels(self) -> Params:

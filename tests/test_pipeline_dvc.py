@@ -3,52 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import ROOT, tiny_raw
+from tests.projects import make_project, sh
 
 pytestmark = pytest.mark.slow
 
 
-def sh(repo: Path, *cmd: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(
-        DVC_NO_ANALYTICS="1",
-        GX_ANALYTICS_ENABLED="false",
-        TQDM_DISABLE="1",
-        GIT_AUTHOR_NAME="t",
-        GIT_AUTHOR_EMAIL="t@example.com",
-        GIT_COMMITTER_NAME="t",
-        GIT_COMMITTER_EMAIL="t@example.com",
-    )
-    result = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    repo = tmp_path_factory.mktemp("kdflow-repo")
-    shutil.copytree(ROOT / "kdcore", repo / "kdcore", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
-        shutil.copy(ROOT / name, repo / name)
-    raw = tiny_raw()
-    raw["paths"] = yaml.safe_load((ROOT / "params.yaml").read_text())["paths"]
-    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    sh(repo, "git", "init", "-q")
-    sh(repo, "dvc", "init", "-q")
-    sh(repo, "dvc", "config", "core.analytics", "false")
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "commit", "-qm", "tiny kdflow project")
-    return repo
+    return make_project(tmp_path_factory.mktemp("kdflow-repo"))
 
 
 def test_repro_change_one_param_and_diff(repo: Path) -> None:

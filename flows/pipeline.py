@@ -1,0 +1,88 @@
+"""The kdflow pipeline as a Prefect flow over the DVC stages.
+
+The DAG comes from dvc.yaml through DVC's Python API; each stage is its own task (`dvc repro
+--single-item`), so DVC still decides what is up to date and dvc.lock stays the record. After the
+stages: artifacts (metrics table, report, metrics diff), the quality gate, and one git commit.
+
+    python -m flows.pipeline [--repo PATH] [--no-commit]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from flows.settings import use_local_server_if_running
+
+use_local_server_if_running()
+
+from prefect import flow  # noqa: E402
+from prefect.runtime import flow_run  # noqa: E402
+
+from kdcore.config import load_params  # noqa: E402
+from tasks.dvc_stage import run_stage  # noqa: E402
+from tasks.results import check_workspace, commit_results, publish_artifacts, quality_gate  # noqa: E402
+
+
+def read_dag(repo: Path) -> tuple[list[str], list[str]]:
+    """From repo's dvc.yaml: stage names, each after the stages it depends on, and the outputs
+    git keeps (`cache: false`: metrics, plots, reports), which a run may commit."""
+    import os
+
+    import networkx as nx
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc_repo:
+        graph = dvc_repo.index.graph  # edges point from a stage to the stages it depends on
+        stages = list(reversed(list(nx.topological_sort(graph))))
+        git_outputs = sorted(
+            os.path.relpath(out.fs_path, dvc_repo.root_dir)
+            for stage in stages
+            for out in stage.outs
+            if not out.use_cache
+        )
+    return [stage.name for stage in stages], git_outputs
+
+
+@flow(name="kdflow-pipeline", log_prints=True)
+def kd_pipeline(repo: str = ".", commit: bool = True) -> dict[str, object]:
+    """Runs every DVC stage in order, publishes the results, gates them and commits them."""
+    root = str(Path(repo).resolve())
+    params = load_params(Path(root) / "params.yaml")
+    paths = params.paths
+    order, result_dirs = read_dag(Path(root))
+    if commit:
+        check_workspace(root, result_dirs)
+
+    retrying = run_stage.with_options(
+        retries=params.orchestration.retries, retry_delay_seconds=params.orchestration.retry_delay_s
+    )
+    outcomes = [retrying(stage, root) for stage in order]
+
+    metrics_file = str(paths.metrics / "summary.json")
+    publish_artifacts(root, metrics_file, str(paths.reports / "report.md"))
+    gate = quality_gate(root, metrics_file, params.gate.min_accuracy, params.gate.max_drop)
+    sha = None
+    if commit:
+        message = f"kdflow pipeline: flow run {flow_run.name} ({flow_run.id})\n\n{gate}"
+        sha = commit_results(root, result_dirs, message)
+    ran = [o["stage"] for o in outcomes if o["ran"]]
+    print(f"stages run: {', '.join(ran) or 'none (all up to date)'}; commit: {sha or 'none'}")
+    return {"stages": outcomes, "commit": sha, "gate": gate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.pipeline", description="Run the kdflow pipeline flow once.")
+    parser.add_argument("--repo", default=".", help="the kdflow project (default: the current directory)")
+    parser.add_argument("--no-commit", action="store_true", help="do not commit the results to git")
+    args = parser.parse_args(argv)
+    state = kd_pipeline(repo=args.repo, commit=not args.no_commit, return_state=True)
+    if not state.is_completed():
+        print(f"kdflow pipeline: {state.name}: {state.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

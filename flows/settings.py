@@ -1,0 +1,48 @@
+"""Where flows send their runs: the project's local server when it answers, else a temporary one.
+
+prefect.toml points PREFECT_API_URL at the server `make server` starts. When that server is not
+running, the URL is cleared before Prefect loads its settings, and Prefect starts its own
+temporary server for the run (slower to start, same results).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import urllib.request
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def toml_api_url() -> str | None:
+    """The API URL prefect.toml names (the current directory's, else the project's)."""
+    toml = Path.cwd() / "prefect.toml"
+    if not toml.is_file():
+        toml = PROJECT_ROOT / "prefect.toml"
+    if toml.is_file():
+        return tomllib.loads(toml.read_text()).get("api", {}).get("url")
+    return None
+
+
+def server_answers(api_url: str, timeout_s: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout_s) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def use_local_server_if_running() -> str | None:
+    """Returns the API URL flows will use; None means Prefect's temporary server.
+
+    A PREFECT_API_URL set in the environment (Prefect Cloud, a shared server) is always kept.
+    """
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    url = toml_api_url()
+    if url and server_answers(url):
+        os.environ["PREFECT_API_URL"] = url
+        return url
+    os.environ["PREFECT_API_URL"] = ""
+    return None

@@ -1,0 +1,57 @@
+"""A throwaway kdflow project: the real code, dvc.yaml and tiny params, in a fresh git repo."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import ROOT, tiny_raw
+
+
+def tool_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(
+        DVC_NO_ANALYTICS="1",
+        GX_ANALYTICS_ENABLED="false",
+        TQDM_DISABLE="1",
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@example.com",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@example.com",
+    )
+    return env
+
+
+def sh(repo: Path, *cmd: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(cmd, cwd=repo, env=tool_env(), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def make_project(repo: Path, raw_params: dict | None = None, dvc_yaml: str | None = None) -> Path:
+    """Copies the code, writes params (tiny by default) and dvc.yaml, and commits it all."""
+    repo.mkdir(parents=True, exist_ok=True)
+    for package in ("kdcore", "flows", "tasks"):
+        shutil.copytree(ROOT / package, repo / package, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in (".gitignore", ".dvcignore", "prefect.yaml"):
+        shutil.copy(ROOT / name, repo / name)
+    (repo / "dvc.yaml").write_text(dvc_yaml if dvc_yaml is not None else (ROOT / "dvc.yaml").read_text())
+    raw = raw_params or tiny_raw()
+    raw.setdefault("paths", yaml.safe_load((ROOT / "params.yaml").read_text())["paths"])
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    sh(repo, "git", "init", "-q")
+    sh(repo, "dvc", "init", "-q")
+    sh(repo, "dvc", "config", "core.analytics", "false")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "tiny kdflow project")
+    return repo
+
+
+def commit_count(repo: Path) -> int:
+    return int(sh(repo, "git", "rev-list", "--count", "HEAD").stdout.strip())

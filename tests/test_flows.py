@@ -1,0 +1,184 @@
+"""The Prefect pipeline flow against a real (temporary) Prefect server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from tests.conftest import tiny_raw
+from tests.projects import commit_count, make_project, sh
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def flow_params(**overrides: object) -> dict:
+    raw = tiny_raw(**overrides)
+    raw["gate"] = {"min_accuracy": 0.3, "max_drop": 0.5}
+    raw["orchestration"] = {"retries": 1, "retry_delay_s": 0}
+    return raw
+
+
+TOY_DVC = """
+stages:
+  make:
+    cmd: python make.py
+    deps: [make.py, accuracy.txt]
+    metrics:
+      - metrics/summary.json:
+          cache: false
+  flaky:
+    cmd: python flaky.py
+    deps: [flaky.py, metrics/summary.json]
+    outs:
+      - flaky.txt:
+          cache: false
+"""
+
+MAKE = """import json, os, sys
+os.makedirs("metrics", exist_ok=True)
+acc = float(open("accuracy.txt").read()) if os.path.exists("accuracy.txt") else 0.8
+json.dump({"student_kd": {"accuracy": acc}}, open("metrics/summary.json", "w"))
+"""
+
+FLAKY = """import os, sys
+mode = open("mode.txt").read().strip() if os.path.exists("mode.txt") else "ok"
+if mode == "always" or (mode == "once" and not os.path.exists(".failed_once")):
+    open(".failed_once", "w").close()
+    print("kdflow flaky: error: the flaky stage broke on purpose", file=sys.stderr)
+    sys.exit(2)
+open("flaky.txt", "w").write("done")
+"""
+
+
+def toy_project(root: Path, mode: str = "ok", accuracy: float = 0.8) -> Path:
+    (root / "make.py").parent.mkdir(parents=True, exist_ok=True)
+    (root / "make.py").write_text(MAKE)
+    (root / "flaky.py").write_text(FLAKY)
+    (root / "mode.txt").write_text(mode)
+    (root / "accuracy.txt").write_text(str(accuracy))
+    repo = make_project(root, flow_params(), dvc_yaml=TOY_DVC)
+    with open(repo / ".gitignore", "a") as fh:
+        fh.write(".failed_once\n")  # the flaky stage's memory of its first failure
+    sh(repo, "git", "commit", "-qam", "toy stages")
+    return repo
+
+
+def run_flow(repo: Path, **kwargs):
+    from flows.pipeline import kd_pipeline
+
+    return kd_pipeline(repo=str(repo), return_state=True, **kwargs)
+
+
+def artifacts_of(flow_run_id: UUID) -> dict[str, object]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, TaskRunFilter
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])),
+                flow_run_filter=FlowRunFilter(),
+                task_run_filter=TaskRunFilter(),
+                limit=50,
+                sort=ArtifactSort.CREATED_DESC,
+            )
+
+    return {a.key: a.data for a in asyncio.run(read())}
+
+
+def test_real_pipeline_completes_commits_and_publishes(prefect_server, tmp_path: Path) -> None:
+    repo = make_project(tmp_path / "kd", flow_params())
+    before = commit_count(repo)
+    state = run_flow(repo)
+    assert state.is_completed(), state.message
+    result = state.result()
+    order = [s["stage"] for s in result["stages"]]
+    assert sorted(order) == sorted(
+        ["prepare", "train_teacher", "build_transfer", "distill", "train_student_scratch", "evaluate"]
+    )
+    at = order.index
+    assert at("prepare") < at("train_teacher") < at("build_transfer") < at("distill") < at("evaluate")
+    assert at("build_transfer") < at("train_student_scratch") < at("evaluate")
+    assert all(s["ran"] for s in result["stages"])
+    assert commit_count(repo) == before + 1
+    message = sh(repo, "git", "log", "-1", "--format=%B").stdout
+    assert str(state.state_details.flow_run_id) in message
+    assert sh(repo, "git", "status", "--porcelain").stdout.strip() == ""
+
+    artifacts = artifacts_of(state.state_details.flow_run_id)
+    assert {"kdflow-metrics", "kdflow-report", "kdflow-metrics-diff"} <= set(artifacts)
+    table = artifacts["kdflow-metrics"]
+    table = json.loads(table) if isinstance(table, str) else table
+    assert {row["model"] for row in table} == {"teacher", "student_scratch", "student_kd"}
+    assert "kdflow report" in artifacts["kdflow-report"]
+
+    again = run_flow(repo)
+    assert again.is_completed(), again.message
+    assert not any(s["ran"] for s in again.result()["stages"])
+    assert commit_count(repo) == before + 2
+    assert "kdflow pipeline: flow run" in sh(repo, "git", "log", "-1", "--format=%s").stdout
+
+
+def test_stage_that_fails_once_is_retried(prefect_server, tmp_path: Path) -> None:
+    repo = toy_project(tmp_path / "toy", mode="once")
+    before = commit_count(repo)
+    state = run_flow(repo)
+    assert state.is_completed(), state.message
+    assert (repo / "flaky.txt").read_text() == "done"
+    assert commit_count(repo) == before + 1
+
+
+def test_stage_that_keeps_failing_fails_the_flow_without_commit(prefect_server, tmp_path: Path) -> None:
+    repo = toy_project(tmp_path / "toy", mode="always")
+    before = commit_count(repo)
+    state = run_flow(repo)
+    assert state.is_failed()
+    with pytest.raises(Exception, match="stage flaky failed.*broke on purpose"):
+        state.result()
+    assert commit_count(repo) == before
+
+
+def test_gate_violation_fails_with_both_numbers_and_no_commit(prefect_server, tmp_path: Path) -> None:
+    repo = toy_project(tmp_path / "toy", accuracy=0.25)
+    before = commit_count(repo)
+    state = run_flow(repo)
+    assert state.is_failed()
+    with pytest.raises(Exception, match=r"accuracy 0\.2500 is below the floor 0\.3000"):
+        state.result()
+    assert commit_count(repo) == before
+
+
+def test_drop_against_last_commit_fails_the_gate(prefect_server, tmp_path: Path) -> None:
+    repo = toy_project(tmp_path / "toy", accuracy=0.95)
+    assert run_flow(repo).is_completed()
+    (repo / "accuracy.txt").write_text("0.40")
+    sh(repo, "git", "commit", "-qam", "worse model")
+    state = run_flow(repo)
+    assert state.is_failed()
+    with pytest.raises(Exception, match=r"accuracy 0\.4000 dropped 0\.5500 from the last committed 0\.9500"):
+        state.result()
+
+
+def test_unrelated_changes_block_the_run(prefect_server, tmp_path: Path) -> None:
+    repo = toy_project(tmp_path / "toy")
+    (repo / "notes.txt").write_text("work in progress")
+    before = commit_count(repo)
+    state = run_flow(repo)
+    assert state.is_failed()
+    with pytest.raises(Exception, match="unrelated.*notes.txt"):
+        state.result()
+    assert commit_count(repo) == before
+    assert not (repo / "metrics/summary.json").exists()  # refused before any stage ran
