@@ -9,7 +9,7 @@ export GX_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup pipeline test lint clean
+.PHONY: setup pipeline test lint clean server deploy worker flow serve
 
 setup: $(STAMP)
 
@@ -33,3 +33,21 @@ lint: setup
 
 clean:
 	rm -rf .kdflow
+
+# --- Prefect (settings in prefect.toml: server on 127.0.0.1:4200, home in .prefect/) -------------
+server: setup
+	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
+
+deploy: setup
+	$(BIN)/prefect work-pool inspect kdflow-process >/dev/null 2>&1 || \
+		$(BIN)/prefect work-pool create kdflow-process --type process
+	$(BIN)/prefect --no-prompt deploy --all
+
+worker: setup
+	$(BIN)/prefect worker start --pool kdflow-process
+
+flow: setup
+	$(BIN)/python -m flows.pipeline
+
+serve: setup
+	$(BIN)/python -m flows.serve
