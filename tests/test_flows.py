@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from pathlib import Path
 from uuid import UUID
 
 import pytest
 
 from tests.conftest import tiny_raw
-from tests.projects import commit_count, make_project, sh
+from tests.projects import commit_count, make_project, sh, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -182,3 +183,46 @@ def test_unrelated_changes_block_the_run(prefect_server, tmp_path: Path) -> None
         state.result()
     assert commit_count(repo) == before
     assert not (repo / "metrics/summary.json").exists()  # refused before any stage ran
+
+
+def test_deployment_is_applied_with_its_schedule_and_a_run_completes(
+    prefect_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.runner import Runner
+    from prefect.settings import PREFECT_API_URL
+
+    api_url = PREFECT_API_URL.value()
+    monkeypatch.setenv("PREFECT_API_URL", api_url)
+    repo = toy_project(tmp_path / "toy")
+    before = commit_count(repo)
+    env = {**tool_env(), "PREFECT_API_URL": api_url}
+    for cmd in (
+        ["prefect", "work-pool", "create", "kdflow-process", "--type", "process", "--overwrite"],
+        ["prefect", "--no-prompt", "deploy", "--all"],
+    ):
+        result = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, f"{' '.join(cmd)}:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+
+    async def read_deployment():
+        async with get_client() as client:
+            return await client.read_deployment_by_name("kdflow-pipeline/nightly")
+
+    deployment = asyncio.run(read_deployment())
+    crons = [(s.schedule.cron, s.active) for s in deployment.schedules]
+    assert ("0 2 * * *", True) in crons
+    assert {"kdflow", "nightly"} <= set(deployment.tags)
+    assert deployment.parameters == {"repo": ".", "commit": True}
+
+    flow_run = run_deployment("kdflow-pipeline/nightly", timeout=0)
+    asyncio.run(Runner().execute_flow_run(flow_run.id))
+
+    async def read_run():
+        async with get_client() as client:
+            return await client.read_flow_run(flow_run.id)
+
+    finished = asyncio.run(read_run())
+    assert finished.state.is_completed(), finished.state.message
+    assert commit_count(repo) == before + 1
+    assert str(flow_run.id) in sh(repo, "git", "log", "-1", "--format=%B").stdout
