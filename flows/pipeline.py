@@ -10,6 +10,7 @@ stages: artifacts (metrics table, report, metrics diff), the quality gate, and o
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -28,8 +29,6 @@ from tasks.results import check_workspace, commit_results, publish_artifacts, qu
 def read_dag(repo: Path) -> tuple[list[str], list[str]]:
     """From repo's dvc.yaml: stage names, each after the stages it depends on, and the outputs
     git keeps (`cache: false`: metrics, plots, reports), which a run may commit."""
-    import os
-
     import networkx as nx
     from dvc.repo import Repo
 
