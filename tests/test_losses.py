@@ -104,3 +104,46 @@ def test_partial_binding_used_by_the_distill_stage() -> None:
     loss = partial(LOSSES.get("hinton"), temperature=2.0, alpha=0.5)
     s, t = torch.randn(3, CLASSES), torch.randn(3, CLASSES)
     assert set(loss(s, batch_for(t, torch.tensor([0, 1, 2]))).parts) == {"kd", "ce"}
+
+
+DISTILLATION_LOSSES = [name for name in LOSSES.names() if name != "ce"]
+
+
+@pytest.mark.parametrize("name", DISTILLATION_LOSSES)
+def test_every_distillation_loss_is_minimal_when_the_student_reproduces_the_teacher(name: str) -> None:
+    torch.manual_seed(6)
+    teacher = torch.randn(16, CLASSES) * 2
+    labels = teacher.argmax(1)  # labels the teacher agrees with: CE parts do not pull elsewhere
+    loss = LOSSES.get(name)
+    at_teacher = loss(teacher.clone(), batch_for(teacher, labels))
+    for part in at_teacher.parts.values():
+        assert torch.isfinite(part)
+    kd_parts = {k: v for k, v in at_teacher.parts.items() if k != "ce"}
+    assert all(v.abs() < 1e-5 for v in kd_parts.values()), kd_parts
+    for _ in range(5):
+        moved = loss(teacher + 0.5 * torch.randn_like(teacher), batch_for(teacher, labels))
+        assert sum(v for k, v in moved.parts.items() if k != "ce") > 1e-4
+
+
+def test_dkd_parts_add_up_to_hinton_kl_when_weighted_by_the_target_mass() -> None:
+    """KD = TCKD + (1 - p_t[target]) * NCKD per sample (Zhao et al. 2022, eq. 3); with one sample the
+    batch means are the sample values."""
+    from kdcore.losses.dkd import dkd_parts
+
+    torch.manual_seed(7)
+    s, t = torch.randn(1, CLASSES), torch.randn(1, CLASSES)
+    target = torch.tensor([3])
+    temp = 2.0
+    tckd, nckd = dkd_parts(s, t, target, temp)
+    p_t_target = F.softmax(t / temp, 1)[0, 3]
+    assert torch.allclose(kd_divergence(s, t, temp), tckd + (1 - p_t_target) * nckd, atol=1e-5)
+
+
+def test_dkd_uses_the_teacher_prediction_for_unlabeled_samples() -> None:
+    torch.manual_seed(8)
+    s, t = torch.randn(4, CLASSES), torch.randn(4, CLASSES)
+    unlabeled = LOSSES.get("dkd")(s, batch_for(t, torch.full((4,), UNLABELED)))
+    as_labeled = LOSSES.get("dkd")(s, batch_for(t, t.argmax(1)), ce_weight=0.0)
+    assert torch.allclose(unlabeled.parts["tckd"], as_labeled.parts["tckd"])
+    assert torch.allclose(unlabeled.parts["nckd"], as_labeled.parts["nckd"])
+    assert unlabeled.parts["ce"] == 0

@@ -19,4 +19,4 @@ class LossTerms:
     parts: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-from kdcore.losses import hinton  # noqa: E402,F401  (registers the losses)
+from kdcore.losses import dkd, hinton  # noqa: E402,F401  (registers the losses)
