@@ -37,6 +37,10 @@ STAGE_KEYS = {
 }
 
 
+# the file each stage writes last; present means the stage's output for that key is complete
+DONE_MARKER = {"prepare": "meta.json", "build_transfer": "summary.json"}
+
+
 def set_dotted(raw: dict, key: str, value) -> None:
     node = raw
     *parents, leaf = key.split(".")
@@ -90,10 +94,7 @@ def main() -> int:
             params = parse_params(raw, source=f"{args.grid}:{variant['name']}")
             seconds = {}
             for stage, out in dirs.items():
-                done = out / "model.json" if stage not in ("prepare", "build_transfer") else out / "meta.json"
-                if stage == "build_transfer":
-                    done = out / "summary.json"
-                if done.is_file():
+                if (out / DONE_MARKER.get(stage, "model.json")).is_file():
                     continue
                 started = time.perf_counter()
                 get_stage(stage)(params)
