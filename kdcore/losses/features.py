@@ -1,0 +1,143 @@
+"""Intermediate features of a model, captured by name, and the losses that compare them.
+
+Layers are named by module path (`features.3`, `layer2.1.conv2`, as `model.named_modules()` lists
+them). Names are checked when the taps are made: an unknown name fails at start-up with the list
+of valid ones, never mid-training.
+
+Feature losses map (student features, teacher features) to LossTerms; the teacher side is always
+detached.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdcore.errors import ConfigError
+from kdcore.losses import LossTerms
+from kdcore.registry import Registry
+
+FEATURE_LOSSES: Registry = Registry("feature loss")
+
+
+class FeatureTaps:
+    """Forward hooks that keep the latest output of each named submodule. Use as a context manager."""
+
+    def __init__(self, model: nn.Module, names: list[str], role: str = "model") -> None:
+        modules = dict(model.named_modules())
+        unknown = [n for n in names if n not in modules]
+        if unknown:
+            valid = [n for n in modules if n]
+            shown = ", ".join(valid[:40]) + (f", ... ({len(valid)} in all)" if len(valid) > 40 else "")
+            raise ConfigError(f"{role} has no layer {', '.join(map(repr, unknown))}; valid layers: {shown}")
+        self.names = list(names)
+        self.outputs: dict[str, torch.Tensor] = {}
+        self._handles = [modules[n].register_forward_hook(self._keep(n)) for n in names]
+
+    def _keep(self, name: str):
+        def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+            self.outputs[name] = output
+
+        return hook
+
+    def features(self) -> list[torch.Tensor]:
+        """The captured outputs in the order the names were given."""
+        return [self.outputs[n] for n in self.names]
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+    def __enter__(self) -> FeatureTaps:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class HintRegressor(nn.Module):
+    """FitNets' learned regressor from a student feature to the teacher's shape: a 1x1 convolution
+    (resized to the teacher's spatial size) for maps, a linear layer for vectors."""
+
+    def __init__(self, student_shape: tuple[int, ...], teacher_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        if len(student_shape) != len(teacher_shape) or len(student_shape) not in (1, 3):
+            raise ConfigError(
+                f"hint layers must both be maps (C, H, W) or both vectors (D,); got {student_shape} and {teacher_shape}"
+            )
+        self.size = teacher_shape[1:] if len(teacher_shape) == 3 else None
+        if self.size is not None:
+            self.map = nn.Conv2d(student_shape[0], teacher_shape[0], kernel_size=1)
+        else:
+            self.map = nn.Linear(student_shape[0], teacher_shape[0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.size is not None and tuple(x.shape[2:]) != tuple(self.size):
+            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
+        return self.map(x)
+
+
+@FEATURE_LOSSES.register("hint")
+def hint_loss(
+    student: list[torch.Tensor], teacher: list[torch.Tensor], regressors: nn.ModuleList | None = None
+) -> LossTerms:
+    """FitNets (Romero et al. 2015): mean over layer pairs of || r(F_s) - F_t ||^2 / numel.
+
+    r is the learned regressor of each pair (identity when none is given)."""
+    terms = []
+    for i, (fs, ft) in enumerate(zip(student, teacher, strict=True)):
+        mapped = regressors[i](fs) if regressors is not None else fs
+        terms.append(F.mse_loss(mapped, ft.detach()))
+    hint = torch.stack(terms).mean()
+    return LossTerms(total=hint, parts={"hint": hint})
+
+
+def attention_map(feature: torch.Tensor, p: float = 2.0) -> torch.Tensor:
+    """(batch, C, H, W) -> (batch, H*W): sum over channels of |A|^p, L2-normalised per sample."""
+    return F.normalize(feature.abs().pow(p).mean(1).flatten(1), dim=1)
+
+
+@FEATURE_LOSSES.register("attention")
+def attention_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], p: float = 2.0) -> LossTerms:
+    """Attention transfer (Zagoruyko & Komodakis 2017): sum over layer pairs of
+    || Q_s / ||Q_s|| - Q_t / ||Q_t|| ||_2 (mean over the batch), Q = sum_c |A_c|^p.
+
+    A student map of another spatial size is resized to the teacher's first."""
+    terms = []
+    for fs, ft in zip(student, teacher, strict=True):
+        if fs.shape[2:] != ft.shape[2:]:
+            fs = F.interpolate(fs, size=ft.shape[2:], mode="bilinear", align_corners=False)
+        terms.append((attention_map(fs, p) - attention_map(ft.detach(), p)).norm(dim=1).mean())
+    at = torch.stack(terms).sum()
+    return LossTerms(total=at, parts={"attention": at})
+
+
+def _pairwise_distances(e: torch.Tensor) -> torch.Tensor:
+    """(batch, D) -> (batch, batch) Euclidean distances, divided by their mean over distinct pairs."""
+    d = torch.cdist(e, e)  # (batch, batch)
+    off_diagonal = ~torch.eye(len(e), dtype=torch.bool, device=e.device)
+    return d / d[off_diagonal].mean().clamp_min(1e-12)
+
+
+def _angles(e: torch.Tensor) -> torch.Tensor:
+    """(batch, D) -> (batch, batch, batch): cos of the angle at j between i and k, for all triplets."""
+    diff = F.normalize(e[None, :, :] - e[:, None, :], dim=2)  # (batch, batch, D): unit vectors j - i
+    return torch.bmm(diff, diff.transpose(1, 2))
+
+
+@FEATURE_LOSSES.register("relational")
+def relational_loss(
+    student: list[torch.Tensor], teacher: list[torch.Tensor], distance_weight: float = 25.0, angle_weight: float = 50.0
+) -> LossTerms:
+    """Relational KD (Park, Kim, Lu, Cho 2019): Huber loss between the students' and the teacher's
+    mean-normalised pairwise distances (RKD-D) and triplet angles (RKD-A) of the embeddings.
+
+    Embeddings of any layer are flattened per sample; weights are the paper's (25, 50)."""
+    distance = angle = student[0].new_zeros(())
+    for fs, ft in zip(student, teacher, strict=True):
+        es, et = fs.flatten(1), ft.detach().flatten(1)
+        distance = distance + F.smooth_l1_loss(_pairwise_distances(es), _pairwise_distances(et))
+        angle = angle + F.smooth_l1_loss(_angles(es), _angles(et))
+    parts = {"rkd_distance": distance_weight * distance, "rkd_angle": angle_weight * angle}
+    return LossTerms(total=parts["rkd_distance"] + parts["rkd_angle"], parts=parts)

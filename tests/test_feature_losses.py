@@ -1,0 +1,89 @@
+"""Feature taps by layer name, and contract tests over the feature-loss registry."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pydantic import TypeAdapter
+from torch import nn
+
+from kdcore.config import ModelSpec
+from kdcore.errors import ConfigError
+from kdcore.losses.features import FEATURE_LOSSES, FeatureTaps, HintRegressor, attention_loss, relational_loss
+from kdcore.models import build_model
+
+
+def maps(seed: int, shape: tuple[int, ...] = (6, 4, 5, 5), requires_grad: bool = False) -> list[torch.Tensor]:
+    torch.manual_seed(seed)
+    return [torch.randn(*shape, requires_grad=requires_grad), torch.randn(6, 3, 5, 5, requires_grad=requires_grad)]
+
+
+@pytest.mark.parametrize("name", FEATURE_LOSSES.names())
+def test_every_feature_loss_is_finite_and_sends_no_gradient_to_the_teacher(name: str) -> None:
+    student, teacher = maps(0, requires_grad=True), maps(1, requires_grad=True)
+    terms = FEATURE_LOSSES.get(name)(student, teacher)
+    assert torch.isfinite(terms.total) and terms.total > 0
+    terms.total.backward()
+    assert all(s.grad is not None and s.grad.abs().sum() > 0 for s in student)
+    assert all(t.grad is None for t in teacher)
+
+
+@pytest.mark.parametrize("name", FEATURE_LOSSES.names())
+def test_every_feature_loss_is_zero_when_the_student_reproduces_the_teacher(name: str) -> None:
+    teacher = maps(2)
+    loss = FEATURE_LOSSES.get(name)
+    assert loss([t.clone() for t in teacher], teacher).total.abs() < 1e-5
+    moved = [t + 0.3 * torch.randn_like(t) for t in teacher]
+    assert loss(moved, teacher).total > 1e-4
+
+
+def test_relational_loss_ignores_scale_and_embedding_width() -> None:
+    torch.manual_seed(3)
+    teacher = torch.randn(8, 16)
+    # the same geometry, scaled and embedded in more dimensions: distances up to scale, angles equal
+    student = torch.cat([3 * teacher, torch.zeros(8, 4)], dim=1)
+    assert relational_loss([student], [teacher]).total.abs() < 1e-5
+
+
+def test_attention_resizes_the_student_map() -> None:
+    torch.manual_seed(4)
+    teacher = torch.randn(2, 8, 6, 6)
+    student = torch.randn(2, 3, 3, 3, requires_grad=True)
+    attention_loss([student], [teacher]).total.backward()
+    assert student.grad is not None
+
+
+@pytest.mark.parametrize(
+    ("student_shape", "teacher_shape", "x_shape"),
+    [((4, 7, 7), (16, 14, 14), (2, 4, 7, 7)), ((8, 5, 5), (8, 5, 5), (2, 8, 5, 5)), ((32,), (128,), (2, 32))],
+)
+def test_hint_regressor_maps_to_the_teacher_shape(student_shape, teacher_shape, x_shape) -> None:
+    out = HintRegressor(student_shape, teacher_shape)(torch.randn(*x_shape))
+    assert tuple(out.shape[1:]) == teacher_shape
+
+
+def test_hint_regressor_rejects_a_map_against_a_vector() -> None:
+    with pytest.raises(ConfigError, match="both be maps"):
+        HintRegressor((4, 7, 7), (128,))
+
+
+def cnn() -> nn.Module:
+    spec = TypeAdapter(ModelSpec).validate_python({"name": "cnn", "channels": [4, 8], "hidden": 16})
+    return build_model(spec, (1, 12, 12), 10)
+
+
+def test_taps_capture_named_layers_and_can_be_removed() -> None:
+    model = cnn().eval()
+    with FeatureTaps(model, ["features.3", "head.2"], role="student") as taps:
+        model(torch.randn(5, 1, 12, 12))
+        first, second = taps.features()
+    assert first.shape == (5, 4, 6, 6) and second.shape == (5, 16)
+    model(torch.randn(1, 1, 12, 12))
+    assert first.shape[0] == 5  # hooks removed: nothing captured after close
+
+
+def test_unknown_layer_fails_with_the_valid_names() -> None:
+    with pytest.raises(ConfigError) as info:
+        FeatureTaps(cnn(), ["features.3", "backbone.7"], role="teacher")
+    message = str(info.value)
+    assert "teacher has no layer 'backbone.7'" in message and "features.0" in message and "head.4" in message
