@@ -190,7 +190,6 @@ def test_deployment_is_applied_with_its_schedule_and_a_run_completes(
 ) -> None:
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
-    from prefect.runner import Runner
     from prefect.settings import PREFECT_API_URL
 
     api_url = PREFECT_API_URL.value()
@@ -216,7 +215,16 @@ def test_deployment_is_applied_with_its_schedule_and_a_run_completes(
     assert deployment.parameters == {"repo": ".", "commit": True}
 
     flow_run = run_deployment("kdflow-pipeline/nightly", timeout=0)
-    asyncio.run(Runner().execute_flow_run(flow_run.id))
+    # what `make worker` runs, polling once: it picks up the scheduled run and executes it
+    worker = subprocess.run(
+        ["prefect", "worker", "start", "--pool", "kdflow-process", "--run-once"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert worker.returncode == 0, worker.stdout[-2000:] + worker.stderr[-2000:]
 
     async def read_run():
         async with get_client() as client:
