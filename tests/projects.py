@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
+from tasks.dvc_stage import tool_env as pipeline_tool_env
 from tests.conftest import ROOT, tiny_raw
 
 
 def tool_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    """The pipeline's own environment for dvc and git, plus a quiet console and a git identity."""
+    env = pipeline_tool_env()
     env.update(
-        DVC_NO_ANALYTICS="1",
-        GX_ANALYTICS_ENABLED="false",
         TQDM_DISABLE="1",
         GIT_AUTHOR_NAME="t",
         GIT_AUTHOR_EMAIL="t@example.com",
