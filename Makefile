@@ -7,6 +7,8 @@ STAMP  := $(VENV)/.installed
 export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
+# deploy and worker talk to the server `make server` runs, unless PREFECT_API_URL names another
+LOCAL_API = PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:4200/api}
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: setup pipeline test lint clean server deploy worker flow serve
@@ -39,12 +41,12 @@ server: setup
 	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
 
 deploy: setup
-	$(BIN)/prefect work-pool inspect kdflow-process >/dev/null 2>&1 || \
-		$(BIN)/prefect work-pool create kdflow-process --type process
-	$(BIN)/prefect --no-prompt deploy --all
+	$(LOCAL_API) $(BIN)/prefect work-pool inspect kdflow-process >/dev/null 2>&1 || \
+		$(LOCAL_API) $(BIN)/prefect work-pool create kdflow-process --type process
+	$(LOCAL_API) $(BIN)/prefect --no-prompt deploy --all
 
 worker: setup
-	$(BIN)/prefect worker start --pool kdflow-process
+	$(LOCAL_API) $(BIN)/prefect worker start --pool kdflow-process
 
 flow: setup
 	$(BIN)/python -m flows.pipeline

@@ -1,7 +1,9 @@
 """The kdflow pipeline as a Prefect flow over the DVC stages.
 
 The DAG comes from dvc.yaml through DVC's Python API; each stage is its own task (`dvc repro
---single-item`), so DVC still decides what is up to date and dvc.lock stays the record. After the
+--single-item`), so DVC still decides what is up to date and dvc.lock stays the record. Stages
+are submitted to a Prefect task runner as soon as their upstream stages finish, so independent
+ones (the teachers) can run in parallel (orchestration.parallel, orchestration.task_runner). After the
 stages: artifacts (metrics table, report, metrics diff), the quality gate, and one git commit.
 
     python -m flows.pipeline [--repo PATH] [--no-commit]
@@ -20,28 +22,59 @@ use_local_server_if_running()
 
 from prefect import flow  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
+from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from kdcore.config import load_params  # noqa: E402
+from kdcore.errors import ConfigError  # noqa: E402
 from tasks.dvc_stage import run_stage  # noqa: E402
 from tasks.results import check_workspace, commit_results, publish_artifacts, quality_gate  # noqa: E402
 
 
-def read_dag(repo: Path) -> tuple[list[str], list[str]]:
-    """From repo's dvc.yaml: stage names, each after the stages it depends on, and the outputs
-    git keeps (`cache: false`: metrics, plots, reports), which a run may commit."""
+def read_dag(repo: Path) -> tuple[list[str], dict[str, list[str]], list[str]]:
+    """From repo's dvc.yaml: stage names, each after the stages it depends on; each stage's direct
+    upstream stages; and the outputs git keeps (`cache: false`: metrics, plots, reports), which a
+    run may commit."""
     import networkx as nx
     from dvc.repo import Repo
 
     with Repo(str(repo)) as dvc_repo:
         graph = dvc_repo.index.graph  # edges point from a stage to the stages it depends on
         stages = list(reversed(list(nx.topological_sort(graph))))
+        upstream = {stage.name: sorted(dep.name for dep in graph.successors(stage)) for stage in stages}
         git_outputs = sorted(
             os.path.relpath(out.fs_path, dvc_repo.root_dir)
             for stage in stages
             for out in stage.outs
             if not out.use_cache
         )
-    return [stage.name for stage in stages], git_outputs
+    return [stage.name for stage in stages], upstream, git_outputs
+
+
+def make_task_runner(kind: str, parallel: int):
+    """Prefect's task runner for the stages: Dask's when asked for (or `auto` and installed),
+    else a thread pool of `parallel` workers (1: one stage at a time, as `dvc repro`)."""
+    if kind in ("dask", "auto"):
+        try:
+            from prefect_dask import DaskTaskRunner
+        except ImportError:
+            if kind == "dask":
+                raise ConfigError(
+                    "orchestration.task_runner: dask needs the prefect-dask package (pip install 'kdflow[dask]')"
+                ) from None
+        else:
+            return DaskTaskRunner(cluster_kwargs={"n_workers": parallel, "threads_per_worker": 1, "processes": False})
+    return ThreadPoolTaskRunner(max_workers=parallel)
+
+
+@flow(name="kdflow-stages", log_prints=True)
+def run_stages(order: list[str], upstream: dict[str, list[str]], repo: str, retries: int, retry_delay_s: float):
+    """Submits every stage once its upstream stages are done; independent stages (the teachers,
+    the two students) run side by side as far as the task runner allows."""
+    retrying = run_stage.with_options(retries=retries, retry_delay_seconds=retry_delay_s)
+    futures = {}
+    for stage in order:
+        futures[stage] = retrying.submit(stage, repo, wait_for=[futures[u] for u in upstream[stage]])
+    return [futures[stage].result() for stage in order]
 
 
 @flow(name="kdflow-pipeline", log_prints=True)
@@ -50,14 +83,13 @@ def kd_pipeline(repo: str = ".", commit: bool = True) -> dict[str, object]:
     root = str(Path(repo).resolve())
     params = load_params(Path(root) / "params.yaml")
     paths = params.paths
-    order, result_dirs = read_dag(Path(root))
+    order, upstream, result_dirs = read_dag(Path(root))
     if commit:
         check_workspace(root, result_dirs)
 
-    retrying = run_stage.with_options(
-        retries=params.orchestration.retries, retry_delay_seconds=params.orchestration.retry_delay_s
-    )
-    outcomes = [retrying(stage, root) for stage in order]
+    cfg = params.orchestration
+    runner = make_task_runner(cfg.task_runner, cfg.parallel)
+    outcomes = run_stages.with_options(task_runner=runner)(order, upstream, root, cfg.retries, cfg.retry_delay_s)
 
     metrics_file = str(paths.metrics / "summary.json")
     publish_artifacts(root, metrics_file, str(paths.reports / "report.md"))

@@ -1,8 +1,8 @@
 """Where flows send their runs: the project's local server when it answers, else a temporary one.
 
-prefect.toml points PREFECT_API_URL at the server `make server` starts. When that server is not
-running, the URL is cleared before Prefect loads its settings, and Prefect starts its own
-temporary server for the run (slower to start, same results).
+prefect.toml names the host and port of the server `make server` starts. When it answers,
+PREFECT_API_URL is set to it before Prefect loads its settings; when it does not, the URL stays
+unset and Prefect starts its own temporary server for the run (slower to start, same results).
 """
 
 from __future__ import annotations
@@ -16,13 +16,16 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def toml_api_url() -> str | None:
-    """The API URL prefect.toml names (the current directory's, else the project's)."""
+    """The API URL of the server prefect.toml configures (the current directory's, else the project's)."""
     toml = Path.cwd() / "prefect.toml"
     if not toml.is_file():
         toml = PROJECT_ROOT / "prefect.toml"
-    if toml.is_file():
-        return tomllib.loads(toml.read_text()).get("api", {}).get("url")
-    return None
+    if not toml.is_file():
+        return None
+    api = tomllib.loads(toml.read_text()).get("server", {}).get("api", {})
+    if "port" not in api:
+        return None
+    return f"http://{api.get('host', '127.0.0.1')}:{api['port']}/api"
 
 
 def server_answers(api_url: str, timeout_s: float = 1.0) -> bool:
@@ -40,9 +43,9 @@ def use_local_server_if_running() -> str | None:
     """
     if os.environ.get("PREFECT_API_URL"):
         return os.environ["PREFECT_API_URL"]
+    os.environ.pop("PREFECT_API_URL", None)  # an empty value is not "unset" to Prefect's event client
     url = toml_api_url()
     if url and server_answers(url):
         os.environ["PREFECT_API_URL"] = url
         return url
-    os.environ["PREFECT_API_URL"] = ""
     return None

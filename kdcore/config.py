@@ -5,8 +5,9 @@ Every model is frozen and rejects unknown keys, so a typo fails before any work 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -28,6 +29,7 @@ from kdcore.errors import ConfigError
 
 DATA_SOURCES = ("mnist5k", "digits", "imagefolder", "idx", "npz")
 BUILTIN_MODELS = ("mlp", "cnn")
+TEACHER_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class Section(BaseModel):
@@ -106,8 +108,16 @@ class TeacherTrainConfig(TrainConfig):
 
 
 class TeacherConfig(Section):
+    """One teacher of the ensemble; `train_teacher@<name>` trains it."""
+
     model: ModelSpec
     train: TeacherTrainConfig
+    seed: NonNegativeInt = Field(
+        default=0, description="This teacher's own seed, added to the global seed (init, sample order, subset)."
+    )
+    subset: float = Field(
+        default=1.0, gt=0.0, le=1.0, description="Train on this fraction of the teacher split, drawn by the seed."
+    )
 
 
 class StudentConfig(Section):
@@ -150,6 +160,16 @@ class DataConfig(Section):
         return self
 
 
+class EnsembleConfig(Section):
+    """How the teachers' outputs become one set of soft labels (kdcore/transfer/ensemble.py)."""
+
+    method: Literal["mean", "weights", "confidence"] = Field(
+        default="mean", description="mean of probabilities | fixed weights | per-sample confidence (low entropy)."
+    )
+    weights: list[NonNegativeFloat] | None = Field(default=None, description="method=weights: one per teacher.")
+    tau: PositiveFloat = Field(default=1.0, description="method=confidence: weights are softmax(-entropy / tau).")
+
+
 class TransferConfig(Section):
     views: PositiveInt = Field(default=1, le=256, description="Views per sample; view 0 is the image itself.")
     shift: NonNegativeInt = Field(default=2, le=8, description="Views 1.. are random shifts of up to this many pixels.")
@@ -162,12 +182,96 @@ class TransferConfig(Section):
     min_mean_confidence: float = Field(
         default=0.5, ge=0.0, le=1.0, description="Soft-label check: mean max-probability floor."
     )
+    ensemble: EnsembleConfig = EnsembleConfig()
+
+
+class Term(Section):
+    weight: NonNegativeFloat = Field(default=1.0, description="Multiplies this term in the sum.")
+
+
+class CETerm(Term):
+    """Cross-entropy with the hard labels, where the sample has one."""
+
+    name: Literal["ce"]
+
+
+class KDTerm(Term):
+    """Hinton et al. 2015: T^2 * KL(teacher || student) at distill.temperature."""
+
+    name: Literal["kd"]
+
+
+class DKDTerm(Term):
+    """Zhao et al. 2022: alpha * TCKD + beta * NCKD at distill.temperature."""
+
+    name: Literal["dkd"]
+    alpha: NonNegativeFloat = 1.0
+    beta: NonNegativeFloat = 8.0
+
+
+class FeatureTerm(Term):
+    """A loss on intermediate features: module paths of the student's and the teacher's layers, paired."""
+
+    student_layers: list[str] = Field(min_length=1, description="Module paths in the student, e.g. features.2.")
+    teacher_layers: list[str] = Field(min_length=1, description="Module paths in the teacher, one per student layer.")
+    teacher: str | None = Field(default=None, description="Which teacher's features (default: the first listed).")
+
+    @model_validator(mode="after")
+    def _paired(self) -> FeatureTerm:
+        if len(self.student_layers) != len(self.teacher_layers):
+            raise ValueError(
+                f"student_layers ({len(self.student_layers)}) and teacher_layers ({len(self.teacher_layers)}) "
+                "must pair up one to one"
+            )
+        return self
+
+
+class HintTerm(FeatureTerm):
+    """FitNets (Romero et al. 2015) through a learned regressor."""
+
+    name: Literal["hint"]
+
+
+class AttentionTerm(FeatureTerm):
+    """Attention transfer (Zagoruyko & Komodakis 2017) on conv feature maps."""
+
+    name: Literal["attention"]
+    p: PositiveFloat = 2.0
+
+
+class RelationalTerm(FeatureTerm):
+    """Relational KD (Park et al. 2019): distances and angles within the batch."""
+
+    name: Literal["relational"]
+    distance_weight: NonNegativeFloat = 25.0
+    angle_weight: NonNegativeFloat = 50.0
+
+
+LossTerm = Annotated[CETerm | KDTerm | DKDTerm | HintTerm | AttentionTerm | RelationalTerm, Field(discriminator="name")]
+FEATURE_TERMS = ("hint", "attention", "relational")
 
 
 class DistillConfig(Section):
-    loss: Literal["hinton"] = "hinton"
-    temperature: PositiveFloat = Field(default=4.0, description="Softmax temperature T > 0 for both models.")
-    alpha: float = Field(default=0.9, ge=0.0, le=1.0, description="Weight of the soft-label term; 1 - alpha on CE.")
+    """The distilled student's objective: a weighted sum of terms, and born-again generations."""
+
+    temperature: PositiveFloat = Field(default=4.0, description="Softmax temperature T > 0 of kd and dkd.")
+    terms: list[LossTerm] = Field(
+        default_factory=lambda: [CETerm(name="ce", weight=0.1), KDTerm(name="kd", weight=0.9)],
+        min_length=1,
+        description="The loss: sum of weight * term.",
+    )
+    generations: PositiveInt = Field(
+        default=1,
+        le=10,
+        description="Born-again networks: generation g+1 is distilled from generation g (1: from the teacher only).",
+    )
+
+    @model_validator(mode="after")
+    def _generations_without_features(self) -> DistillConfig:
+        features = [t.name for t in self.terms if t.name in FEATURE_TERMS]
+        if self.generations > 1 and features:
+            raise ValueError(f"feature terms ({', '.join(features)}) name teacher layers, so they need generations=1")
+        return self
 
 
 class EvaluateConfig(Section):
@@ -190,11 +294,17 @@ class OrchestrationConfig(Section):
 
     retries: NonNegativeInt = Field(default=1, le=10, description="Retries of a failing stage.")
     retry_delay_s: NonNegativeFloat = Field(default=5.0, le=3600, description="Seconds between retries.")
+    parallel: PositiveInt = Field(
+        default=1, le=64, description="Stages run at once (independent ones only, e.g. the teachers)."
+    )
+    task_runner: Literal["thread", "dask", "auto"] = Field(
+        default="auto", description="Prefect task runner: thread pool, Dask, or Dask when installed (auto)."
+    )
 
 
 class Paths(Section):
     prepared: Path = Path("data/prepared")
-    teacher: Path = Path("models/teacher")
+    teachers: Path = Field(default=Path("models/teachers"), description="One directory per teacher, by name.")
     transfer: Path = Path("data/transfer")
     student_kd: Path = Path("models/student_kd")
     student_scratch: Path = Path("models/student_scratch")
@@ -208,15 +318,50 @@ class Paths(Section):
 class Params(Section):
     seed: NonNegativeInt = 0
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    cpu_threads: PositiveInt = Field(
+        default=2, le=256, description="Torch CPU threads per stage; fixed, since results depend on it."
+    )
     paths: Paths = Paths()
     data: DataConfig
-    teacher: TeacherConfig
+    teachers: dict[str, TeacherConfig] = Field(min_length=1, description="The teachers, by name.")
     transfer: TransferConfig = TransferConfig()
     student: StudentConfig
     distill: DistillConfig = DistillConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     gate: GateConfig = GateConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
+
+    @field_validator("teachers")
+    @classmethod
+    def _teacher_names(cls, teachers: dict[str, TeacherConfig]) -> dict[str, TeacherConfig]:
+        for name in teachers:
+            if not TEACHER_NAME.fullmatch(name):
+                raise ValueError(f"teacher name {name!r} must be letters, digits, '_' or '-' (it names a stage)")
+        return teachers
+
+    @model_validator(mode="after")
+    def _ensemble_matches_teachers(self) -> Params:
+        ensemble = self.transfer.ensemble
+        if ensemble.method == "weights":
+            if ensemble.weights is None or len(ensemble.weights) != len(self.teachers):
+                raise ValueError(
+                    f"transfer.ensemble.weights needs one weight per teacher ({', '.join(self.teachers)}), "
+                    f"got {ensemble.weights}"
+                )
+            if sum(ensemble.weights) <= 0:
+                raise ValueError("transfer.ensemble.weights must not all be zero")
+        for term in self.distill.terms:
+            source = getattr(term, "teacher", None)
+            if source is not None and source not in self.teachers:
+                raise ValueError(
+                    f"distill.terms: {term.name} takes features from teacher {source!r}, "
+                    f"which is not in teachers ({', '.join(self.teachers)})"
+                )
+        return self
+
+    def teacher_seed(self, name: str) -> int:
+        """The seed a teacher trains with: the global seed plus its own."""
+        return self.seed + self.teachers[name].seed
 
     @model_validator(mode="after")
     def _scratch_has_labels(self) -> Params:
@@ -231,25 +376,42 @@ class Params(Section):
 # --- loading ------------------------------------------------------------------------------------
 
 
+TERM_NAMES = ("ce", "kd", "dkd", *FEATURE_TERMS)
+_UNION_TAGS = {
+    "mlp": MLPSpec,
+    "cnn": CNNSpec,
+    "torchvision": TorchvisionSpec,
+    **{
+        cls.model_fields["name"].annotation.__args__[0]: cls
+        for cls in (CETerm, KDTerm, DKDTerm, HintTerm, AttentionTerm, RelationalTerm)
+    },
+}
+
+
+def _is_tag(loc: tuple[Any, ...], i: int) -> bool:
+    """Discriminated-union tags in an error location are not keys the user wrote."""
+    return i > 0 and (loc[i - 1] == "model" or isinstance(loc[i - 1], int)) and loc[i] in _UNION_TAGS
+
+
 def _loc(loc: tuple[Any, ...]) -> str:
-    parts: list[str] = []
-    for i, part in enumerate(loc):
-        # discriminated-union tags are not keys the user wrote
-        if i > 0 and loc[i - 1] == "model" and part in (*BUILTIN_MODELS, "torchvision"):
-            continue
-        parts.append(f"[{part}]" if isinstance(part, int) else str(part))
+    parts = [f"[{part}]" if isinstance(part, int) else str(part) for i, part in enumerate(loc) if not _is_tag(loc, i)]
     return ".".join(parts).replace(".[", "[")
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     """The keys allowed at `loc`'s parent, for the message about an unknown key."""
-    tags: dict[str, type[BaseModel]] = {"mlp": MLPSpec, "cnn": CNNSpec, "torchvision": TorchvisionSpec}
     current: Any = model
-    for part in loc[:-1]:
-        if part in tags:
-            current = tags[part]
+    for i, part in enumerate(loc[:-1]):
+        while get_origin(current) is Annotated:
+            current = get_args(current)[0]
+        if _is_tag(loc, i):
+            current = _UNION_TAGS[part]
         elif isinstance(current, type) and issubclass(current, BaseModel) and part in current.model_fields:
             current = current.model_fields[part].annotation
+        elif get_origin(current) is dict:
+            current = get_args(current)[1]
+        elif get_origin(current) is list and isinstance(part, int):
+            current = get_args(current)[0]
         else:
             return []
     if isinstance(current, type) and issubclass(current, BaseModel):
@@ -259,7 +421,9 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
 
 def format_validation_error(err: ValidationError, source: str = "params.yaml") -> str:
     """One line: the key, the value, what is allowed."""
-    first = err.errors()[0]
+    errors = err.errors()
+    # a misspelt key also makes the right one "missing": name the misspelling first
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     key = _loc(tuple(first["loc"])) or "(top level)"
     if first["type"] == "extra_forbidden":
         allowed = _allowed_keys(Params, tuple(first["loc"]))

@@ -10,7 +10,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -69,6 +69,7 @@ class ViewSet:
     y: torch.Tensor  # (V,) label, -1 where the sample has none
     fill: torch.Tensor  # (C,)
     teacher_logits: torch.Tensor | None = None  # (V, classes)
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # per-view tensors, e.g. teacher features
 
     def __len__(self) -> int:
         return len(self.src)
@@ -77,6 +78,7 @@ class ViewSet:
         out = {"x": shift_images(self.x[self.src[idx]], self.dx[idx], self.dy[idx], self.fill), "y": self.y[idx]}
         if self.teacher_logits is not None:
             out["teacher_logits"] = self.teacher_logits[idx]
+        out.update({name: values[idx] for name, values in self.extras.items()})
         return out
 
 

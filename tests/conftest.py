@@ -20,16 +20,34 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = {
     "seed": 0,
     "device": "cpu",
+    "cpu_threads": 1,
     "data": {"source": "digits", "path": None, "splits": {"teacher_train": 400, "transfer": 400, "test": 300}},
-    "teacher": {
-        "model": {"name": "cnn", "channels": [8, 16], "hidden": 32, "batchnorm": True},
-        "train": {"epochs": 6, "batch_size": 16, "lr": 0.01, "shift": 1},
+    "teachers": {
+        "cnn": {
+            "model": {"name": "cnn", "channels": [8, 16], "hidden": 32, "batchnorm": True},
+            "train": {"epochs": 6, "batch_size": 16, "lr": 0.01, "shift": 1},
+        },
     },
     "transfer": {"views": 2, "shift": 1, "include_teacher_train": False, "labeled": True},
     "student": {"model": {"name": "mlp", "hidden": [16]}, "train": {"epochs": 3, "batch_size": 32, "lr": 0.01}},
-    "distill": {"loss": "hinton", "temperature": 4.0, "alpha": 0.9},
+    "distill": {"temperature": 4.0, "terms": [{"name": "ce", "weight": 0.1}, {"name": "kd", "weight": 0.9}]},
     "evaluate": {"ece_bins": 10, "latency_repeats": 2, "latency_threads": 1},
 }
+
+
+SECOND_TEACHER = {
+    "model": {"name": "mlp", "hidden": [64]},
+    "train": {"epochs": 6, "batch_size": 16, "lr": 0.01, "shift": 1},
+    "seed": 1,
+    "subset": 0.8,
+}
+
+
+def with_two_teachers(raw: dict, method: str = "mean") -> dict:
+    """`raw` with a second teacher (an MLP on 80% of the teacher split) and ensemble soft labels."""
+    raw["teachers"]["mlp"] = copy.deepcopy(SECOND_TEACHER)
+    raw["transfer"]["ensemble"] = {"method": method, "weights": [0.7, 0.3] if method == "weights" else None}
+    return raw
 
 
 def tiny_raw(root: Path | None = None, **overrides: object) -> dict:
@@ -38,7 +56,7 @@ def tiny_raw(root: Path | None = None, **overrides: object) -> dict:
     if root is not None:
         raw["paths"] = {
             "prepared": str(root / "data/prepared"),
-            "teacher": str(root / "models/teacher"),
+            "teachers": str(root / "models/teachers"),
             "transfer": str(root / "data/transfer"),
             "student_kd": str(root / "models/student_kd"),
             "student_scratch": str(root / "models/student_scratch"),

@@ -12,7 +12,7 @@ import yaml
 from kdcore.config import load_params, parse_params
 from kdcore.errors import ConfigError
 from kdcore.models import build_model, count_params
-from tests.conftest import ROOT, tiny_raw, write_params
+from tests.conftest import ROOT, tiny_raw, with_two_teachers, write_params
 
 
 def error_for(raw: dict) -> str:
@@ -27,16 +27,18 @@ def test_shipped_params_are_valid_and_the_student_is_10x_smaller() -> None:
     params = load_params(ROOT / "params.yaml")
     assert params.data.source == "mnist5k"
     mnist = ((1, 28, 28), 10)
-    teacher = count_params(build_model(params.teacher.model, *mnist))
+    teacher = min(count_params(build_model(t.model, *mnist)) for t in params.teachers.values())
     student = count_params(build_model(params.student.model, *mnist))
     assert teacher >= 10 * student, (teacher, student)
 
 
 def test_unknown_key_lists_the_allowed_ones() -> None:
     raw = tiny_raw()
-    raw["distill"]["alhpa"] = 0.5
+    raw["distill"]["temprature"] = 0.5
     message = error_for(raw)
-    assert "distill.alhpa" in message and "unknown key" in message and "alpha" in message and "temperature" in message
+    assert (
+        "distill.temprature" in message and "unknown key" in message and "terms" in message and "temperature" in message
+    )
 
 
 def test_unknown_top_level_key() -> None:
@@ -48,9 +50,10 @@ def test_unknown_top_level_key() -> None:
 @pytest.mark.parametrize(
     ("dotted", "value", "expected"),
     [
-        ("distill__alpha", 1.3, ["distill.alpha", "1.3", "less than or equal to 1"]),
+        ("distill__generations", 0, ["distill.generations", "0", "greater than 0"]),
         ("distill__temperature", -2.0, ["distill.temperature", "-2.0", "greater than 0"]),
-        ("teacher__train__epochs", "ten", ["teacher.train.epochs", "'ten'", "integer"]),
+        ("teachers__cnn__train__epochs", "ten", ["teachers.cnn.train.epochs", "'ten'", "integer"]),
+        ("teachers__cnn__subset", 1.5, ["teachers.cnn.subset", "1.5", "less than or equal to 1"]),
         ("data__source", "cifar", ["data.source", "'cifar'", "mnist5k", "npz"]),
         ("device", "tpu", ["device", "'tpu'"]),
         ("student__train__optimizer", "lion", ["student.train.optimizer", "'lion'", "adam"]),
@@ -112,3 +115,48 @@ def test_defaults_round_trip(tmp_path: Path) -> None:
     params = parse_params(tiny_raw(tmp_path))
     again = parse_params(yaml.safe_load(yaml.safe_dump(params.model_dump(mode="json"))))
     assert again == params
+
+
+def test_ensemble_weights_need_one_per_teacher() -> None:
+    raw = with_two_teachers(tiny_raw(), method="weights")
+    raw["transfer"]["ensemble"]["weights"] = [1.0]
+    message = error_for(raw)
+    assert "transfer.ensemble.weights needs one weight per teacher (cnn, mlp)" in message and "[1.0]" in message
+
+
+def test_teacher_names_must_be_usable_as_stage_names() -> None:
+    raw = tiny_raw()
+    raw["teachers"]["big teacher"] = raw["teachers"].pop("cnn")
+    assert "teacher name 'big teacher'" in error_for(raw)
+
+
+def test_unknown_loss_term_lists_the_known_ones() -> None:
+    raw = tiny_raw()
+    raw["distill"]["terms"] = [{"name": "fitnet", "weight": 1.0}]
+    message = error_for(raw)
+    assert "distill.terms[0]" in message and "'fitnet'" in message and "'hint'" in message and "'dkd'" in message
+
+
+def test_unknown_key_inside_a_term_lists_that_terms_keys() -> None:
+    raw = tiny_raw()
+    raw["distill"]["terms"] = [{"name": "hint", "student_layer": ["x"], "teacher_layers": ["y"]}]
+    message = error_for(raw)
+    assert "distill.terms[0].student_layer: unknown key" in message and "student_layers" in message
+
+
+def test_feature_layers_must_pair_up() -> None:
+    raw = tiny_raw()
+    raw["distill"]["terms"] = [{"name": "attention", "student_layers": ["a", "b"], "teacher_layers": ["c"]}]
+    assert "must pair up one to one" in error_for(raw)
+
+
+def test_feature_terms_name_a_listed_teacher() -> None:
+    raw = tiny_raw()
+    raw["distill"]["terms"] = [{"name": "hint", "student_layers": ["a"], "teacher_layers": ["b"], "teacher": "big"}]
+    assert "teacher 'big', which is not in teachers (cnn)" in error_for(raw)
+
+
+def test_born_again_generations_refuse_feature_terms() -> None:
+    raw = tiny_raw(distill__generations=2)
+    raw["distill"]["terms"] = [{"name": "hint", "student_layers": ["a"], "teacher_layers": ["b"]}]
+    assert "need generations=1" in error_for(raw)

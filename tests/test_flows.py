@@ -8,9 +8,10 @@ import subprocess
 from pathlib import Path
 from uuid import UUID
 
+import pandas as pd
 import pytest
 
-from tests.conftest import tiny_raw
+from tests.conftest import tiny_raw, with_two_teachers
 from tests.projects import commit_count, make_project, sh, tool_env
 
 pytestmark = pytest.mark.slow
@@ -100,20 +101,47 @@ def artifacts_of(flow_run_id: UUID) -> dict[str, object]:
     return {a.key: a.data for a in asyncio.run(read())}
 
 
+def task_run_times(flow_run_id: UUID) -> dict[str, tuple]:
+    """(start, end) of each stage's task run, anywhere under the flow run (its subflow included)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    async def read():
+        async with get_client() as client:
+            children = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id]))
+            )
+            runs = []
+            for run_id in [flow_run_id, *(c.id for c in children)]:
+                runs += await client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [run_id]}))
+            return runs
+
+    return {r.name: (r.start_time, r.end_time) for r in asyncio.run(read()) if r.start_time is not None}
+
+
 def test_real_pipeline_completes_commits_and_publishes(prefect_server, tmp_path: Path) -> None:
-    repo = make_project(tmp_path / "kd", flow_params())
+    raw = with_two_teachers(flow_params())
+    raw["orchestration"]["parallel"] = 2
+    raw["orchestration"]["task_runner"] = "thread"
+    repo = make_project(tmp_path / "kd", raw)
     before = commit_count(repo)
     state = run_flow(repo)
     assert state.is_completed(), state.message
     result = state.result()
     order = [s["stage"] for s in result["stages"]]
+    teachers = ["train_teacher@cnn", "train_teacher@mlp"]
     assert sorted(order) == sorted(
-        ["prepare", "train_teacher", "build_transfer", "distill", "train_student_scratch", "evaluate"]
+        ["prepare", *teachers, "build_transfer", "distill", "train_student_scratch", "evaluate"]
     )
-    at = order.index
-    assert at("prepare") < at("train_teacher") < at("build_transfer") < at("distill") < at("evaluate")
-    assert at("build_transfer") < at("train_student_scratch") < at("evaluate")
     assert all(s["ran"] for s in result["stages"])
+    # the DAG order is kept, and the two independent teachers ran side by side
+    times = task_run_times(state.state_details.flow_run_id)
+    assert times["prepare"][1] <= min(times[t][0] for t in teachers)
+    assert max(times[t][1] for t in teachers) <= times["build_transfer"][0]
+    assert times["build_transfer"][1] <= min(times["distill"][0], times["train_student_scratch"][0])
+    assert max(times["distill"][1], times["train_student_scratch"][1]) <= times["evaluate"][0]
+    (a_start, a_end), (b_start, b_end) = times[teachers[0]], times[teachers[1]]
+    assert a_start < b_end and b_start < a_end, times
     assert commit_count(repo) == before + 1
     message = sh(repo, "git", "log", "-1", "--format=%B").stdout
     assert str(state.state_details.flow_run_id) in message
@@ -123,7 +151,7 @@ def test_real_pipeline_completes_commits_and_publishes(prefect_server, tmp_path:
     assert {"kdflow-metrics", "kdflow-report", "kdflow-metrics-diff"} <= set(artifacts)
     table = artifacts["kdflow-metrics"]
     table = json.loads(table) if isinstance(table, str) else table
-    assert {row["model"] for row in table} == {"teacher", "student_scratch", "student_kd"}
+    assert {row["model"] for row in table} == {"teacher", "teacher/cnn", "teacher/mlp", "student_scratch", "student_kd"}
     assert "kdflow report" in artifacts["kdflow-report"]
 
     again = run_flow(repo)
@@ -234,3 +262,44 @@ def test_deployment_is_applied_with_its_schedule_and_a_run_completes(
     assert finished.state.is_completed(), finished.state.message
     assert commit_count(repo) == before + 1
     assert str(flow_run.id) in sh(repo, "git", "log", "-1", "--format=%B").stdout
+
+
+METHODS_SPEC = """
+methods:
+  - {name: hinton, group: mlp, label: Hinton KD}
+  - name: hint
+    group: mlp
+    label: Hinton KD + hint
+    set:
+      distill.terms:
+        - {name: ce, weight: 0.5}
+        - {name: kd, weight: 0.5}
+        - {name: hint, weight: 1.0, student_layers: [features.2], teacher_layers: [head.2]}
+"""
+
+
+def test_methods_comparison_flow_writes_the_report(prefect_server, tmp_path: Path) -> None:
+    from flows.compare import compare_methods
+
+    (tmp_path / "methods.yaml").write_text(METHODS_SPEC)
+    (tmp_path / "params.yaml").write_text(json.dumps(tiny_raw()))
+    options = {
+        "spec": str(tmp_path / "methods.yaml"),
+        "seeds": [0],
+        "params": str(tmp_path / "params.yaml"),
+        "work": str(tmp_path / "work"),
+        "reports": str(tmp_path / "reports"),
+    }
+    state = compare_methods(**options, return_state=True)
+    assert state.is_completed(), state.message
+    rows = pd.read_csv(tmp_path / "reports/methods.csv")
+    assert sorted(rows["method"]) == ["hint", "hinton"]
+    # both methods share the teacher, the transfer set and the scratch student
+    assert rows["scratch_accuracy"].nunique() == 1 and rows["teacher_accuracy"].nunique() == 1
+    report = (tmp_path / "reports/methods.md").read_text()
+    assert "| Hinton KD (`hinton`) |" in report and "| Hinton KD + hint (`hint`) |" in report
+    assert "scratch student" in report
+    # a rerun measures nothing again: every row is already there
+    again = compare_methods(**options, return_state=True)
+    assert again.is_completed()
+    assert pd.read_csv(tmp_path / "reports/methods.csv").equals(rows)

@@ -32,13 +32,13 @@ def test_kdcore_never_imports_prefect_or_dvc() -> None:
 
 
 def test_unreachable_toml_server_falls_back_to_a_temporary_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    url = f"http://127.0.0.1:{free_port()}/api"
-    (tmp_path / "prefect.toml").write_text(f'[api]\nurl = "{url}"\n')
+    port = free_port()
+    (tmp_path / "prefect.toml").write_text(f'[server.api]\nhost = "127.0.0.1"\nport = {port}\n')
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    assert settings.toml_api_url() == url
+    monkeypatch.setenv("PREFECT_API_URL", "")
+    assert settings.toml_api_url() == f"http://127.0.0.1:{port}/api"
     assert settings.use_local_server_if_running() is None
-    assert settings.os.environ["PREFECT_API_URL"] == ""
+    assert "PREFECT_API_URL" not in settings.os.environ  # unset, so Prefect starts a temporary server
 
 
 def test_an_api_url_from_the_environment_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:

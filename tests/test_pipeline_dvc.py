@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import tiny_raw, with_two_teachers
 from tests.projects import make_project, sh
 
 pytestmark = pytest.mark.slow
@@ -15,15 +16,17 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_project(tmp_path_factory.mktemp("kdflow-repo"))
+    return make_project(tmp_path_factory.mktemp("kdflow-repo"), with_two_teachers(tiny_raw()))
 
 
 def test_repro_change_one_param_and_diff(repo: Path) -> None:
     first = sh(repo, "dvc", "repro")
-    for stage in ("prepare", "train_teacher", "build_transfer", "distill", "train_student_scratch", "evaluate"):
+    stages = ("prepare", "train_teacher@cnn", "train_teacher@mlp", "build_transfer", "distill", "train_student_scratch")
+    for stage in (*stages, "evaluate"):
         assert f"Running stage '{stage}'" in first.stdout
     summary = json.loads((repo / "metrics/summary.json").read_text())
-    assert set(summary) == {"teacher", "student_scratch", "student_kd"}
+    assert set(summary) == {"teacher", "teacher/cnn", "teacher/mlp", "student_scratch", "student_kd"}
+    assert "ensemble (mean of 2)" in (repo / "reports/report.md").read_text()
     # DVC owns the large outputs: git sees only their .gitignore entries, never the files
     untracked = sh(repo, "git", "status", "--porcelain", "--untracked-files=all").stdout
     assert "metrics/summary.json" in untracked
@@ -35,7 +38,7 @@ def test_repro_change_one_param_and_diff(repo: Path) -> None:
     raw["distill"]["temperature"] = 2.0
     (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     second = sh(repo, "dvc", "repro")
-    for stage in ("prepare", "train_teacher", "build_transfer", "train_student_scratch"):
+    for stage in ("prepare", "train_teacher@cnn", "train_teacher@mlp", "build_transfer", "train_student_scratch"):
         assert f"Stage '{stage}' didn't change, skipping" in second.stdout, second.stdout
     assert "Running stage 'distill'" in second.stdout and "Running stage 'evaluate'" in second.stdout
 
@@ -49,3 +52,16 @@ def test_repro_change_one_param_and_diff(repo: Path) -> None:
 
     noop = sh(repo, "dvc", "repro")
     assert "Running stage" not in noop.stdout
+
+
+def test_changing_one_teacher_retrains_only_that_teacher(repo: Path) -> None:
+    sh(repo, "dvc", "repro")
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    raw["teachers"]["mlp"]["subset"] = 0.6
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    run = sh(repo, "dvc", "repro").stdout
+    assert "Stage 'train_teacher@cnn' didn't change, skipping" in run
+    for stage in ("train_teacher@mlp", "build_transfer", "distill", "evaluate"):
+        assert f"Running stage '{stage}'" in run
+    model = json.loads((repo / "models/teachers/mlp/model.json").read_text())
+    assert model["config"]["train_samples"] == 240  # 60% of 400

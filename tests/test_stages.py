@@ -12,9 +12,10 @@ import torch
 
 from kdcore.artifacts import load_tensors
 from kdcore.config import parse_params
-from kdcore.errors import ValidationFailed
+from kdcore.errors import ConfigError, ValidationFailed
 from kdcore.stages import STAGE_NAMES, get_stage
-from tests.conftest import tiny_raw
+from kdcore.transfer.ensemble import combine_logits
+from tests.conftest import tiny_raw, with_two_teachers
 
 
 def run_all(params) -> None:
@@ -39,14 +40,18 @@ def test_every_stage_writes_its_outputs(tmp_path: Path) -> None:
     assert len(views["src"]) == 800 and logits.shape == (800, 10)
     assert views["dx"][::2].eq(0).all() and views["dy"][::2].eq(0).all()  # view 0 is the sample itself
 
-    for model in ("teacher", "student_kd", "student_scratch"):
+    for model in ("teachers/cnn", "student_kd", "student_scratch"):
         assert (tmp_path / "models" / model / "model.safetensors").is_file()
         assert (tmp_path / "dvclive" / model / "plots" / "metrics" / "eval" / "accuracy.tsv").is_file()
-    assert not (tmp_path / ".kdflow" / "checkpoints" / "train_teacher").exists()  # cleared on success
+    assert not (tmp_path / ".kdflow" / "checkpoints" / "train_teacher@cnn").exists()  # cleared on success
 
     summary = json.loads((tmp_path / "metrics/summary.json").read_text())
     keys = {"accuracy", "nll", "ece", "agreement", "params", "size_bytes", "latency_ms_b1", "latency_ms_b256"}
-    assert set(summary) == {"teacher", "student_scratch", "student_kd"}
+    assert set(summary) == {"teacher", "teacher/cnn", "student_scratch", "student_kd"}
+    assert summary["teacher"] == {
+        **summary["teacher/cnn"],
+        **{k: summary["teacher"][k] for k in keys if "latency" in k},
+    }
     assert all(set(m) == keys for m in summary.values())
     assert summary["teacher"]["agreement"] == 1.0
     assert summary["teacher"]["accuracy"] > 0.5  # 6 epochs on 400 digits: far above chance (0.1)
@@ -126,3 +131,69 @@ def test_unconfident_teacher_fails_the_soft_label_check(tmp_path: Path) -> None:
         get_stage("build_transfer")(params)
     assert not (tmp_path / "data/transfer/views.safetensors").exists()
     assert "FAIL" in (tmp_path / "reports/validation/build_transfer.html").read_text()
+
+
+def test_ensemble_of_two_teachers_is_built_evaluated_and_reported(tmp_path: Path) -> None:
+    params = parse_params(with_two_teachers(tiny_raw(tmp_path), method="confidence"))
+    run_all(params)
+    stored = load_tensors(tmp_path / "data/transfer/teacher_logits.safetensors")
+    members = torch.stack([stored["teacher/cnn"], stored["teacher/mlp"]])
+    assert torch.allclose(stored["logits"], combine_logits(members, "confidence"))
+    assert not torch.allclose(stored["teacher/cnn"].softmax(1), stored["teacher/mlp"].softmax(1), atol=1e-3)
+    model = json.loads((tmp_path / "models/teachers/mlp/model.json").read_text())
+    assert model["config"]["train_samples"] == 320  # subset 0.8 of 400
+
+    summary = json.loads((tmp_path / "metrics/summary.json").read_text())
+    assert set(summary) == {"teacher", "teacher/cnn", "teacher/mlp", "student_scratch", "student_kd"}
+    team, cnn, mlp = summary["teacher"], summary["teacher/cnn"], summary["teacher/mlp"]
+    assert team["params"] == cnn["params"] + mlp["params"]
+    assert team["size_bytes"] == cnn["size_bytes"] + mlp["size_bytes"]
+    assert team["agreement"] == 1.0 and cnn["agreement"] < 1.0
+    report = (tmp_path / "reports/report.md").read_text()
+    assert "| teacher cnn |" in report and "| teacher mlp |" in report and "| ensemble (confidence of 2) |" in report
+
+
+def test_born_again_generations_each_learn_from_the_last(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    params = parse_params(tiny_raw(tmp_path, distill__generations=3))
+    run_all(params)
+    out = capsys.readouterr().out
+    assert all(f"generation {g} of 3" in out for g in (1, 2, 3))
+    config = json.loads((tmp_path / "models/student_kd/model.json").read_text())["config"]
+    assert [g["generation"] for g in config["generations"]] == [1, 2, 3]
+    assert config["distill"]["generations"] == 3
+
+
+def test_feature_terms_run_through_the_distill_stage(tmp_path: Path) -> None:
+    raw = tiny_raw(tmp_path)
+    raw["distill"]["terms"] = [
+        {"name": "ce", "weight": 0.5},
+        {"name": "kd", "weight": 0.5},
+        {"name": "hint", "weight": 1.0, "student_layers": ["features.2"], "teacher_layers": ["head.2"]},
+    ]
+    params = parse_params(raw)
+    run_all(params)
+    model = json.loads((tmp_path / "models/student_kd/model.json").read_text())
+    assert model["config"]["distill"]["terms"][2]["name"] == "hint"
+    weights = load_tensors(tmp_path / "models/student_kd/model.safetensors")
+    assert not any(k.startswith(("aux", "student.")) for k in weights)  # the regressor is not kept
+    live = tmp_path / "dvclive/student_kd/plots/metrics/train/loss_hint.tsv"
+    assert live.is_file()
+
+
+def test_an_unknown_layer_stops_distill_before_training(tmp_path: Path) -> None:
+    raw = tiny_raw(tmp_path)
+    raw["distill"]["terms"] = [{"name": "hint", "student_layers": ["features.2"], "teacher_layers": ["head.9"]}]
+    params = parse_params(raw)
+    for name in ("prepare", "train_teacher", "build_transfer"):
+        get_stage(name)(params)
+    with pytest.raises(ConfigError) as info:
+        get_stage("distill")(params)
+    assert "teacher (hint term) has no layer 'head.9'" in str(info.value) and "head.2" in str(info.value)
+    assert not (tmp_path / "models/student_kd").exists()
+    assert not (tmp_path / ".kdflow/checkpoints/distill").exists()
+
+
+def test_train_teacher_rejects_an_unknown_teacher(tmp_path: Path) -> None:
+    params = parse_params(tiny_raw(tmp_path))
+    with pytest.raises(ConfigError, match="--teacher 'big': not in params teachers \\(cnn\\)"):
+        get_stage("train_teacher")(params, teacher="big")

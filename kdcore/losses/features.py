@@ -5,7 +5,9 @@ them). Names are checked when the taps are made: an unknown name fails at start-
 of valid ones, never mid-training.
 
 Feature losses map (student features, teacher features) to LossTerms; the teacher side is always
-detached.
+detached. Each loss has a teacher-side reduction (`TEACHER_SIDE`): what of the teacher's feature it
+needs, computed once per view so the teacher need not run during training. The losses accept the
+teacher's raw features or their reductions alike (each reduction is idempotent).
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ class FeatureTaps:
 
     def _keep(self, name: str):
         def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
-            self.outputs[name] = output
+            # a copy: a following in-place op (ReLU(inplace=True)) must not change what was captured
+            self.outputs[name] = output.clone()
 
         return hook
 
@@ -94,8 +97,16 @@ def hint_loss(
 
 
 def attention_map(feature: torch.Tensor, p: float = 2.0) -> torch.Tensor:
-    """(batch, C, H, W) -> (batch, H*W): sum over channels of |A|^p, L2-normalised per sample."""
-    return F.normalize(feature.abs().pow(p).mean(1).flatten(1), dim=1)
+    """(batch, C, H, W) -> (batch, H, W): mean over channels of |A|^p, L2-normalised per sample.
+    A (batch, H, W) input is taken to be a map already and returned as it is."""
+    if feature.ndim == 3:
+        return feature
+    if feature.ndim != 4:
+        raise ConfigError(
+            f"attention transfer needs conv feature maps (batch, C, H, W), got shape {tuple(feature.shape)}"
+        )
+    q = feature.abs().pow(p).mean(1)  # (batch, H, W)
+    return F.normalize(q.flatten(1), dim=1).view_as(q)
 
 
 @FEATURE_LOSSES.register("attention")
@@ -103,12 +114,14 @@ def attention_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], p: 
     """Attention transfer (Zagoruyko & Komodakis 2017): sum over layer pairs of
     || Q_s / ||Q_s|| - Q_t / ||Q_t|| ||_2 (mean over the batch), Q = sum_c |A_c|^p.
 
-    A student map of another spatial size is resized to the teacher's first."""
+    A student map of another spatial size is resized to the teacher's first. The teacher side may
+    be given as its attention maps (batch, H, W)."""
     terms = []
     for fs, ft in zip(student, teacher, strict=True):
-        if fs.shape[2:] != ft.shape[2:]:
-            fs = F.interpolate(fs, size=ft.shape[2:], mode="bilinear", align_corners=False)
-        terms.append((attention_map(fs, p) - attention_map(ft.detach(), p)).norm(dim=1).mean())
+        qt = attention_map(ft.detach(), p)  # (batch, H, W)
+        if fs.ndim == 4 and fs.shape[2:] != qt.shape[1:]:
+            fs = F.interpolate(fs, size=qt.shape[1:], mode="bilinear", align_corners=False)
+        terms.append((attention_map(fs, p) - qt).flatten(1).norm(dim=1).mean())
     at = torch.stack(terms).sum()
     return LossTerms(total=at, parts={"attention": at})
 
@@ -136,8 +149,16 @@ def relational_loss(
     Embeddings of any layer are flattened per sample; weights are the paper's (25, 50)."""
     distance = angle = student[0].new_zeros(())
     for fs, ft in zip(student, teacher, strict=True):
-        es, et = fs.flatten(1), ft.detach().flatten(1)
+        es, et = fs.flatten(1), ft.detach().flatten(1)  # (batch, D)
         distance = distance + F.smooth_l1_loss(_pairwise_distances(es), _pairwise_distances(et))
         angle = angle + F.smooth_l1_loss(_angles(es), _angles(et))
     parts = {"rkd_distance": distance_weight * distance, "rkd_angle": angle_weight * angle}
     return LossTerms(total=parts["rkd_distance"] + parts["rkd_angle"], parts=parts)
+
+
+# What each loss needs of a teacher feature, per sample; computed once over the transfer views.
+TEACHER_SIDE = {
+    "hint": lambda f: f,
+    "attention": attention_map,
+    "relational": lambda f: f.flatten(1),
+}

@@ -42,6 +42,14 @@ def cross_entropy_loss(student_logits: torch.Tensor, batch: dict[str, torch.Tens
     return LossTerms(total=ce, parts={"ce": ce})
 
 
+@LOSSES.register("kd")
+def kd_loss(student_logits: torch.Tensor, batch: dict[str, torch.Tensor], temperature: float = 4.0) -> LossTerms:
+    """Hinton KD's soft-label term alone, T^2 * KL(softmax(z_t/T) || softmax(z_s/T)); combine it with
+    "ce" through weighted terms (distill.terms)."""
+    kd = kd_divergence(student_logits, batch["teacher_logits"], temperature)
+    return LossTerms(total=kd, parts={"kd": kd})
+
+
 @LOSSES.register("hinton")
 def hinton_loss(
     student_logits: torch.Tensor,

@@ -8,12 +8,20 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from kdcore.config import Params
-
 STAGE_NAMES = ("prepare", "train_teacher", "build_transfer", "distill", "train_student_scratch", "evaluate")
 
 
-def get_stage(name: str) -> Callable[[Params], None]:
+def get_stage(name: str) -> Callable[..., None]:
+    """The stage's `run(params, **options)`, run with params.cpu_threads torch threads: results
+    depend on the thread count, so it is a parameter, not whatever the machine has."""
     if name not in STAGE_NAMES:
         raise KeyError(f"unknown stage {name!r}; known: {', '.join(STAGE_NAMES)}")
-    return importlib.import_module(f"kdcore.stages.{name}").run
+    run = importlib.import_module(f"kdcore.stages.{name}").run
+
+    def with_threads(params, **options) -> None:
+        import torch
+
+        torch.set_num_threads(params.cpu_threads)
+        run(params, **options)
+
+    return with_threads

@@ -1,8 +1,9 @@
-"""build_transfer: the teacher labels K views of each transfer sample once; the logits are cached.
+"""build_transfer: every teacher labels K views of each transfer sample once; the logits are cached.
 
-Writes `views.safetensors` (which image, which shift, which hard label: independent of the teacher,
-so the scratch student depends on it alone) and `teacher_logits.safetensors`, then checks the soft
-labels with Great Expectations.
+Writes `views.safetensors` (which image, which shift, which hard label: independent of the teachers,
+so the scratch student depends on it alone) and `teacher_logits.safetensors`: the soft labels the
+student learns from (`logits`: one teacher's, or the ensemble's by transfer.ensemble.method) and
+each teacher's own (`teacher/<name>`). Then checks the soft labels with Great Expectations.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from kdcore.data.validate import Check, validate_or_fail
 from kdcore.losses.hinton import UNLABELED
 from kdcore.runtime import resolve_device
 from kdcore.stages.transfer_set import transfer_images, transfer_sources
+from kdcore.transfer.ensemble import combine_logits
 from kdcore.transfer.views import (
     cache_key,
     cached_teacher_logits,
@@ -39,6 +41,28 @@ def soft_label_checks(num_classes: int, min_mean_confidence: float) -> list[Chec
     return checks
 
 
+def teacher_logits(params: Params, name: str, images: torch.Tensor, views, data_sha: str, fill) -> tuple:
+    """One teacher's logits on every view, from the cache when this teacher, data and views were seen."""
+    teacher_dir = params.paths.teachers / name
+    teacher_sha = sha256_file(teacher_dir / WEIGHTS)
+    key = cache_key(teacher_sha, data_sha, views)
+    device = resolve_device(params.device)
+
+    def compute() -> torch.Tensor:
+        teacher, _ = load_model_dir(teacher_dir, device)
+        return teacher_logits_on_views(teacher, images, views, fill, device)
+
+    logits, was_cached = cached_teacher_logits(params.paths.work / "cache" / "teacher_logits", key, compute)
+    return logits, {"cache_key": key, "teacher_sha256": teacher_sha, "cached": was_cached}
+
+
+def view_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float | None:
+    labeled = labels != UNLABELED
+    if not labeled.any():
+        return None
+    return float((logits.argmax(1)[labeled] == labels[labeled]).float().mean())
+
+
 def run(params: Params) -> None:
     cfg = params.transfer
     out = params.paths.transfer
@@ -46,17 +70,19 @@ def run(params: Params) -> None:
     images, labels = transfer_images(params)
     views = make_views(len(images), cfg.views, cfg.shift, params.seed)
     view_labels = labels[views.src]
-
-    teacher_sha = sha256_file(params.paths.teacher / WEIGHTS)
     data_sha = ":".join(prepared.meta["sha256"][s] for s in transfer_sources(params))
-    key = cache_key(teacher_sha, data_sha, views)
-    device = resolve_device(params.device)
 
-    def compute() -> torch.Tensor:
-        teacher, _ = load_model_dir(params.paths.teacher, device)
-        return teacher_logits_on_views(teacher, images, views, prepared.fill, device)
-
-    logits, was_cached = cached_teacher_logits(params.paths.work / "cache" / "teacher_logits", key, compute)
+    members: dict[str, torch.Tensor] = {}
+    teachers: dict[str, dict] = {}
+    for name in params.teachers:
+        members[name], teachers[name] = teacher_logits(params, name, images, views, data_sha, prepared.fill)
+        teachers[name]["accuracy_on_views"] = view_accuracy(members[name], view_labels)
+    ensemble = cfg.ensemble
+    if len(members) == 1:
+        logits = next(iter(members.values())).clone()
+    else:
+        stacked = torch.stack(list(members.values()))  # (teachers, views, classes)
+        logits = combine_logits(stacked, ensemble.method, ensemble.weights, ensemble.tau)
 
     table = soft_label_table(logits)
     validate_or_fail(
@@ -67,25 +93,26 @@ def run(params: Params) -> None:
 
     save_tensors(out / "views.safetensors", {**views.as_tensors(), "y": view_labels})
     save_tensors(
-        out / "teacher_logits.safetensors", {"logits": logits}, meta={"cache_key": key, "teacher_sha256": teacher_sha}
+        out / "teacher_logits.safetensors",
+        {"logits": logits, **{f"teacher/{name}": t for name, t in members.items()}},
+        meta={"teachers": ",".join(members), "ensemble": ensemble.method if len(members) > 1 else "single"},
     )
-    labeled = view_labels != UNLABELED
-    agree = (torch.from_numpy(table["argmax"].to_numpy())[labeled] == view_labels[labeled]).float().mean()
     summary = {
         "views": len(views.src),
         "samples": len(images),
         "sources": transfer_sources(params),
-        "labeled_views": int(labeled.sum()),
-        "teacher_accuracy_on_views": float(agree) if labeled.any() else None,
+        "labeled_views": int((view_labels != UNLABELED).sum()),
+        "ensemble": ensemble.model_dump(mode="json") if len(members) > 1 else None,
+        "teacher_accuracy_on_views": view_accuracy(logits, view_labels),
         "mean_confidence": float(table["confidence"].mean()),
         "mean_entropy": float(table["entropy"].mean()),
-        "cache_key": key,
-        "teacher_sha256": teacher_sha,
-        "cached": was_cached,
+        "teachers": teachers,
     }
     write_json(out / "summary.json", summary)
+    cached = sum(t["cached"] for t in teachers.values())
+    combined = f"{ensemble.method} of {len(members)} teachers" if len(members) > 1 else f"teacher {next(iter(members))}"
     print(
         f"build_transfer: {len(images)} samples x {cfg.views} views = {len(views.src)} views, "
-        f"teacher logits {'from cache' if was_cached else 'computed'} ({key}); "
+        f"soft labels from the {combined} ({cached} of {len(members)} from cache); "
         f"mean confidence {summary['mean_confidence']:.3f} -> {out}"
     )

@@ -1,17 +1,66 @@
-"""distill: train the student on the transfer views against the teacher's cached logits (Hinton KD)."""
+"""distill: train the student on the transfer views against the teacher's cached logits.
+
+The loss is the weighted sum in distill.terms (kdcore/losses/compose.py). Feature terms read the
+named layers of one teacher, computed once over all views before training. With
+distill.generations = G > 1 the run is born-again distillation (Furlanello et al. 2018): generation
+g + 1, a fresh student of the same architecture, learns from generation g's logits on the views,
+and the last generation is the distilled student.
+"""
 
 from __future__ import annotations
 
-from functools import partial
-
+from kdcore.checkpoint import load_model_dir
 from kdcore.config import Params
-from kdcore.losses import LOSSES
-from kdcore.stages.student import load_views, train_student
+from kdcore.data.prepared import load_meta
+from kdcore.losses.compose import Objective
+from kdcore.models import build_model
+from kdcore.runtime import resolve_device
+from kdcore.stages.student import load_views, save_student, train_student
+from kdcore.transfer.views import Views, teacher_logits_on_views
+
+GENERATION_SEED_STEP = 1_000  # generation g trains with seed + (g - 1) * this: a new init and order
 
 
 def run(params: Params) -> None:
     cfg = params.distill
-    loss_fn = partial(LOSSES.get(cfg.loss), temperature=cfg.temperature, alpha=cfg.alpha)
+    device = resolve_device(params.device)
     views = load_views(params, with_teacher=True)
+    objective = Objective([t.model_dump(mode="json") for t in cfg.terms], cfg.temperature)
+    prepare = None
+    if objective.needs_teacher_features:
+        name = objective.feature_teacher or next(iter(params.teachers))
+        teacher, _ = load_model_dir(params.paths.teachers / name, device)
+        prepared = load_meta(params.paths.prepared)
+        probe = build_model(params.student.model, prepared.input_shape, prepared.num_classes)
+        objective.check_layers(probe, teacher)
+        views.extras = objective.teacher_targets(teacher, views.x, views.src, views.dx, views.dy, views.fill, device)
+        print(f"distill: features of teacher {name!r} on {len(views)} views ({', '.join(views.extras)})")
+
+        def prepare(student):
+            return objective.attach(student, views.extras, views.x[:2])
+
     config = {"distill": cfg.model_dump(mode="json")}
-    train_student(params, "distill", views, loss_fn, params.paths.student_kd, "student_kd", config)
+    generations = []
+    model = None
+    for g in range(1, cfg.generations + 1):
+        if g > 1:
+            view_index = Views(views.src, views.dx, views.dy)
+            views.teacher_logits = teacher_logits_on_views(model, views.x, view_index, views.fill, device)
+        last = g == cfg.generations
+        model, history = train_student(
+            params,
+            "distill" if g == 1 else f"distill_gen{g}",
+            views,
+            objective,
+            "student_kd" if last else None,
+            {**config, "generation": g},
+            seed=params.seed + (g - 1) * GENERATION_SEED_STEP,
+            prepare=prepare,
+        )
+        objective.detach()
+        accuracy = history[-1]["eval/accuracy"]
+        generations.append({"generation": g, "eval_accuracy": accuracy})
+        if cfg.generations > 1:
+            print(f"distill: generation {g} of {cfg.generations}: eval accuracy {accuracy:.4f}")
+    save_student(params, model, params.paths.student_kd, {**config, "generations": generations}, "distill", len(views))
+    print(f"distill: eval accuracy {generations[-1]['eval_accuracy']:.4f}")

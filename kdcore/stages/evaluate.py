@@ -1,11 +1,13 @@
-"""evaluate: teacher, scratch student and distilled student on the test split; metrics, plots, report."""
+"""evaluate: every teacher, their ensemble, the scratch and the distilled student on the test split."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pandas as pd
 import torch
+from torch import nn
 
 from kdcore.artifacts import atomic_path, write_json, write_text
 from kdcore.checkpoint import WEIGHTS, load_model_dir
@@ -15,9 +17,17 @@ from kdcore.evaluate.metrics import latency_ms, quality_metrics
 from kdcore.evaluate.plots import confusion_matrix, save_confusion_png, save_curves_png
 from kdcore.inference import predict_logits
 from kdcore.models import count_params
+from kdcore.transfer.ensemble import Ensemble
 
-MODEL_KEYS = ("teacher", "student_scratch", "student_kd")
+STUDENT_KEYS = ("student_scratch", "student_kd")
 LABELS = {"teacher": "teacher", "student_scratch": "student (scratch)", "student_kd": "student (distilled)"}
+
+
+def teacher_label(params: Params) -> str:
+    """What the students learned from: the one teacher, or the ensemble of several."""
+    if len(params.teachers) == 1:
+        return f"teacher {next(iter(params.teachers))}"
+    return f"ensemble ({params.transfer.ensemble.method} of {len(params.teachers)})"
 
 
 def render_report(summary: dict[str, dict[str, float]], meta: dict, params: Params) -> str:
@@ -25,27 +35,33 @@ def render_report(summary: dict[str, dict[str, float]], meta: dict, params: Para
         "| model | accuracy | NLL | ECE | agreement | parameters | size (KiB) | latency b1 (ms) | latency b256 (ms) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for key in MODEL_KEYS:
+    members = [f"teacher/{name}" for name in params.teachers]
+    shown = [*members, "teacher", *STUDENT_KEYS] if len(members) > 1 else ["teacher", *STUDENT_KEYS]
+    for key in shown:
         m = summary[key]
+        label = teacher_label(params) if key == "teacher" else LABELS.get(key, key.replace("/", " "))
         rows.append(
-            f"| {LABELS[key]} | {m['accuracy']:.4f} | {m['nll']:.4f} | {m['ece']:.4f} | {m['agreement']:.4f} | "
+            f"| {label} | {m['accuracy']:.4f} | {m['nll']:.4f} | {m['ece']:.4f} | {m['agreement']:.4f} | "
             f"{m['params']:,} | {m['size_bytes'] / 1024:.1f} | {m['latency_ms_b1']:.3f} | {m['latency_ms_b256']:.3f} |"
         )
     kd, scratch, teacher = summary["student_kd"], summary["student_scratch"], summary["teacher"]
     gain = (kd["accuracy"] - scratch["accuracy"]) * 100
+    terms = " + ".join(f"{t.weight:g} {t.name}" for t in params.distill.terms)
+    born_again = f", {params.distill.generations} born-again generations" if params.distill.generations > 1 else ""
     return "\n".join(
         [
             "# kdflow report",
             "",
             f"Data: `{meta['source']}`, test split of {meta['sizes']['test']} samples, seed {params.seed}. "
-            f"Teacher `{params.teacher.model.name}`, student `{params.student.model.name}`, "
-            f"Hinton KD at T={params.distill.temperature:g}, alpha={params.distill.alpha:g}, "
-            f"{params.transfer.views} views per transfer sample.",
+            f"Soft labels from the {teacher_label(params)}, student `{params.student.model.name}`, "
+            f"loss {terms} at T={params.distill.temperature:g}{born_again}, "
+            f"{params.transfer.views} views per transfer sample. Agreement is with the {teacher_label(params)}.",
             "",
             *rows,
             "",
             f"Distillation gain over the scratch student: **{gain:+.2f} points** of test accuracy; "
-            f"the student has {teacher['params'] / kd['params']:.1f}x fewer parameters than the teacher "
+            f"the student has {teacher['params'] / kd['params']:.1f}x fewer parameters than the "
+            f"{teacher_label(params)} "
             f"and runs {teacher['latency_ms_b256'] / max(kd['latency_ms_b256'], 1e-9):.1f}x faster at batch 256.",
             "",
             f"Latency: median of {params.evaluate.latency_repeats} CPU runs with "
@@ -59,32 +75,47 @@ def render_report(summary: dict[str, dict[str, float]], meta: dict, params: Para
     )
 
 
+def cost_metrics(model: nn.Module, weight_files: list[Path], x: torch.Tensor, params: Params) -> dict[str, float]:
+    """Parameters, bytes on disk and CPU latency at batch 1 and 256."""
+    many = x[:256] if len(x) >= 256 else x[torch.arange(256) % len(x)]
+    repeats, threads = params.evaluate.latency_repeats, params.evaluate.latency_threads
+    return {
+        "params": count_params(model),
+        "size_bytes": sum(os.path.getsize(f) for f in weight_files),
+        "latency_ms_b1": latency_ms(model, x[:1], repeats, threads),
+        "latency_ms_b256": latency_ms(model, many, repeats, threads),
+    }
+
+
 def run(params: Params) -> None:
     paths = params.paths
     prepared = load_meta(paths.prepared)
     test = load_split(paths.prepared, "test")
-    dirs = {"teacher": paths.teacher, "student_scratch": paths.student_scratch, "student_kd": paths.student_kd}
-    models = {key: load_model_dir(d)[0] for key, d in dirs.items()}
+    ensemble = params.transfer.ensemble
+    members = {name: load_model_dir(paths.teachers / name)[0] for name in params.teachers}
+    models: dict[str, nn.Module] = {f"teacher/{name}": m for name, m in members.items()}
+    models["teacher"] = (
+        next(iter(members.values()))
+        if len(members) == 1
+        else Ensemble(list(members.values()), ensemble.method, ensemble.weights, ensemble.tau)
+    )
+    models["student_scratch"] = load_model_dir(paths.student_scratch)[0]
+    models["student_kd"] = load_model_dir(paths.student_kd)[0]
+    files = {f"teacher/{name}": [paths.teachers / name / WEIGHTS] for name in members}
+    files["teacher"] = [paths.teachers / name / WEIGHTS for name in members]
+    files.update({key: [getattr(paths, key) / WEIGHTS] for key in STUDENT_KEYS})
+
     logits = {key: predict_logits(m, test.x) for key, m in models.items()}
     teacher_pred = logits["teacher"].argmax(1)
-
     summary: dict[str, dict[str, float]] = {}
     for key, model in models.items():
         metrics = quality_metrics(logits[key], test.y, teacher_pred, params.evaluate.ece_bins)
-        metrics["params"] = count_params(model)
-        metrics["size_bytes"] = os.path.getsize(dirs[key] / WEIGHTS)
-        one = test.x[:1]
-        many = test.x[:256] if len(test.x) >= 256 else test.x[torch.arange(256) % len(test.x)]
-        metrics["latency_ms_b1"] = latency_ms(
-            model, one, params.evaluate.latency_repeats, params.evaluate.latency_threads
-        )
-        metrics["latency_ms_b256"] = latency_ms(
-            model, many, params.evaluate.latency_repeats, params.evaluate.latency_threads
-        )
+        metrics.update(cost_metrics(model, files[key], test.x, params))
         summary[key] = {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}
 
     num_classes = prepared.num_classes
-    matrices = {LABELS[k]: confusion_matrix(test.y, logits[k].argmax(1), num_classes) for k in MODEL_KEYS}
+    shown = {"teacher": teacher_label(params), **{k: LABELS[k] for k in STUDENT_KEYS}}
+    matrices = {label: confusion_matrix(test.y, logits[k].argmax(1), num_classes) for k, label in shown.items()}
     names = prepared.meta["class_names"]
     frame = pd.DataFrame(
         {
@@ -95,16 +126,16 @@ def run(params: Params) -> None:
     with atomic_path(paths.plots / "confusion.csv") as tmp:
         frame.to_csv(tmp, index=False)
     save_confusion_png(paths.plots / "confusion.png", matrices, names)
-    save_curves_png(
-        paths.plots / "training_curves.png",
-        {LABELS[k]: paths.live / k for k in MODEL_KEYS},
-        ["eval/accuracy", "train/accuracy", "train/loss"],
-    )
+    curves = {f"teacher {name}": paths.live / "teachers" / name for name in members}
+    curves.update({LABELS[k]: paths.live / k for k in STUDENT_KEYS})
+    save_curves_png(paths.plots / "training_curves.png", curves, ["eval/accuracy", "train/accuracy", "train/loss"])
     write_json(paths.metrics / "summary.json", summary)
     write_text(paths.reports / "report.md", render_report(summary, prepared.meta, params))
 
     kd, scratch = summary["student_kd"]["accuracy"], summary["student_scratch"]["accuracy"]
+    each = ", ".join(f"{name} {summary[f'teacher/{name}']['accuracy']:.4f}" for name in members)
     print(
-        f"evaluate: teacher {summary['teacher']['accuracy']:.4f}, scratch {scratch:.4f}, "
-        f"distilled {kd:.4f} ({(kd - scratch) * 100:+.2f} points) -> {paths.metrics / 'summary.json'}"
+        f"evaluate: teachers {each}; {teacher_label(params)} {summary['teacher']['accuracy']:.4f}, "
+        f"scratch {scratch:.4f}, distilled {kd:.4f} ({(kd - scratch) * 100:+.2f} points) "
+        f"-> {paths.metrics / 'summary.json'}"
     )

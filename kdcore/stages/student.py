@@ -5,8 +5,11 @@ The two differ only in their targets (soft labels or hard labels), never in mode
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from torch import nn
 
 from kdcore.artifacts import load_tensors
 from kdcore.checkpoint import save_model_dir
@@ -20,7 +23,7 @@ from kdcore.training import LossFn, ViewSet, fit
 
 
 def load_views(params: Params, with_teacher: bool) -> ViewSet:
-    """The transfer views from build_transfer; with the teacher's logits on them if asked."""
+    """The transfer views from build_transfer; with the (ensemble) teacher's logits on them if asked."""
     prepared = load_meta(params.paths.prepared)
     images, _ = transfer_images(params)
     views = load_tensors(params.paths.transfer / "views.safetensors")
@@ -33,35 +36,48 @@ def train_student(
     stage: str,
     view_set: ViewSet,
     loss_fn: LossFn,
-    out_dir: Path,
-    live_name: str,
+    live_name: str | None,
     config: dict[str, Any],
-) -> None:
-    """Trains params.student on `view_set` with `loss_fn`; writes the model and its resolved config."""
+    *,
+    seed: int | None = None,
+    prepare: Callable[[nn.Module], nn.Module] | None = None,
+) -> tuple[nn.Module, list[dict[str, float]]]:
+    """Trains a fresh params.student on `view_set` with `loss_fn`; returns it and its history.
+
+    `prepare` turns the fresh student into the module to train (e.g. with the loss's own trainable
+    parts); the student alone is returned."""
     prepared = load_meta(params.paths.prepared)
     test = load_split(params.paths.prepared, "test")
-    seed_everything(params.seed)
+    seed = params.seed if seed is None else seed
+    seed_everything(seed)
     cfg = params.student
     model = build_model(cfg.model, prepared.input_shape, prepared.num_classes)
-    checkpoint = training_checkpoint(params, stage, cfg, config, prepared.meta["sha256"], len(view_set))
+    trained = prepare(model) if prepare is not None else model
+    checkpoint = training_checkpoint(params, stage, seed, cfg, config, prepared.meta["sha256"], len(view_set))
     history = fit(
-        model,
+        trained,
         view_set,
         loss_fn,
         cfg.train,
-        seed=params.seed,
+        seed=seed,
         device=resolve_device(params.device),
         checkpoint=checkpoint,
-        live_dir=params.paths.live / live_name,
+        live_dir=params.paths.live / live_name if live_name else None,
         eval_set=(test.x, test.y),
-        desc=live_name,
-    )
-    resolved = {"student": cfg.model_dump(mode="json"), "transfer": params.transfer.model_dump(mode="json"), **config}
-    save_model_dir(
-        out_dir, model.cpu(), cfg.model, prepared.input_shape, prepared.num_classes, seed=params.seed, config=resolved
+        desc=live_name or stage,
     )
     checkpoint.clear()
-    print(
-        f"{stage}: {cfg.model.name}, {count_params(model):,} parameters, {len(view_set)} views, "
-        f"eval accuracy {history[-1]['eval/accuracy']:.4f} -> {out_dir}"
+    return model.cpu().eval(), history
+
+
+def save_student(
+    params: Params, model: nn.Module, out_dir: Path, config: dict[str, Any], stage: str, views: int
+) -> None:
+    """Writes the student and the config that made it."""
+    prepared = load_meta(params.paths.prepared)
+    cfg = params.student
+    resolved = {"student": cfg.model_dump(mode="json"), "transfer": params.transfer.model_dump(mode="json"), **config}
+    save_model_dir(
+        out_dir, model, cfg.model, prepared.input_shape, prepared.num_classes, seed=params.seed, config=resolved
     )
+    print(f"{stage}: {cfg.model.name}, {count_params(model):,} parameters, {views} views -> {out_dir}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kdcore.config import Params
 from kdcore.losses import LOSSES
-from kdcore.stages.student import load_views, train_student
+from kdcore.stages.student import load_views, save_student, train_student
 from kdcore.training import ViewSet
 
 
@@ -14,12 +14,6 @@ def run(params: Params) -> None:
     # only views whose sample carries a label: the scratch student has nothing else to learn from
     views = ViewSet(views.x, views.src[labeled], views.dx[labeled], views.dy[labeled], views.y[labeled], views.fill)
     config = {"loss": "ce"}
-    train_student(
-        params,
-        "train_student_scratch",
-        views,
-        LOSSES.get("ce"),
-        params.paths.student_scratch,
-        "student_scratch",
-        config,
-    )
+    model, history = train_student(params, "train_student_scratch", views, LOSSES.get("ce"), "student_scratch", config)
+    save_student(params, model, params.paths.student_scratch, config, "train_student_scratch", len(views))
+    print(f"train_student_scratch: eval accuracy {history[-1]['eval/accuracy']:.4f}")

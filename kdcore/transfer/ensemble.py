@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from kdcore.errors import ConfigError
 
@@ -54,3 +55,18 @@ def combine_logits(
     w = ensemble_weights(probs, method, weights, tau)  # (K, V)
     mixed = (w[..., None] * probs).sum(0)  # (V, classes)
     return mixed.clamp_min(1e-12).log().to(teacher_logits.dtype)
+
+
+class Ensemble(nn.Module):
+    """Several trained models as one: forward returns `combine_logits` of the members' logits."""
+
+    def __init__(
+        self, members: list[nn.Module], method: str = "mean", weights: list[float] | None = None, tau: float = 1.0
+    ) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.method, self.weights, self.tau = method, weights, tau
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.stack([member(x) for member in self.members])  # (members, batch, classes)
+        return combine_logits(logits, self.method, self.weights, self.tau)

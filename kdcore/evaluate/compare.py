@@ -1,0 +1,123 @@
+"""reports/methods.md from the rows of a methods sweep (one row per method and seed).
+
+Every figure is a mean over seeds with its spread; the gain of a method is over the scratch student
+of the same run (same architecture, views and epochs). A method is called helpful only when it
+gains on every seed, harmful when it loses on every seed, and mixed otherwise.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+GROUP_TITLES = {
+    "mlp": "MLP student (784-32-10, 25,450 parameters), 32 views per sample, 30 epochs, the default CNN teacher",
+    "ensemble": "Several teachers, the same MLP student and budget",
+    "single": "Single teachers, the same MLP student and budget",
+    "conv": "Conv student (8-16 channels, 26,722 parameters), 8 views per sample, 30 epochs",
+}
+REFERENCE = {"mlp": "hinton", "ensemble": "hinton", "single": "hinton", "conv": "conv_hinton"}
+
+
+def verdict(gains: pd.Series) -> str:
+    if (gains > 0).all():
+        return "helps on every seed"
+    if (gains < 0).all():
+        return "hurts on every seed"
+    if (gains <= 0).all():
+        return "never helps"
+    return "mixed"
+
+
+def _pm(values: pd.Series, scale: float = 100.0, digits: int = 2) -> str:
+    sd = values.std(ddof=1) if len(values) > 1 else 0.0
+    return f"{values.mean() * scale:.{digits}f} ± {sd * scale:.{digits}f}"
+
+
+def method_table(rows: pd.DataFrame, labels: dict[str, str], group: str) -> list[str]:
+    methods = [
+        m for m in labels if (rows["method"] == m).any() and rows.loc[rows["method"] == m, "group"].iloc[0] == group
+    ]
+    if not methods:
+        return []
+    reference = REFERENCE.get(group)
+    ref = rows[rows["method"] == reference].set_index("seed")["accuracy"] if reference else None
+    lines = [
+        f"### {GROUP_TITLES.get(group, group)}",
+        "",
+        "| method | accuracy % | gain over scratch (points) | per seed | vs "
+        f"`{reference}` (points) | verdict | student training (s) | teachers (s) |",
+        "|---|---:|---:|---|---:|---|---:|---:|",
+    ]
+    scratch = rows[rows["method"] == methods[0]]
+    lines.append(
+        f"| scratch student (CE on the same views) | {_pm(scratch['scratch_accuracy'])} | 0 | | | | "
+        f"{scratch['scratch_s'].mean():.1f} | |"
+    )
+    for method in methods:
+        part = rows[rows["method"] == method].sort_values("seed")
+        gains = part["gain_points"]
+        per_seed = ", ".join(f"{g:+.1f}" for g in gains)
+        versus = ""
+        if ref is not None and method != reference:
+            diff = (part.set_index("seed")["accuracy"] - ref).dropna() * 100
+            versus = f"{diff.mean():+.2f}" if len(diff) else ""
+        lines.append(
+            f"| {labels[method]} (`{method}`) | {_pm(part['accuracy'])} | {gains.mean():+.2f} "
+            f"({gains.min():+.1f} .. {gains.max():+.1f}) | {per_seed} | {versus} | {verdict(gains)} | "
+            f"{part['distill_s'].mean():.1f} | {part['teachers_s'].mean():.1f} |"
+        )
+    return [*lines, ""]
+
+
+def ensemble_versus_best_single(rows: pd.DataFrame, ensemble: str, singles: list[str]) -> list[str]:
+    """Per seed: the ensemble-distilled student against the student of the single teacher with the
+    best test accuracy (the teacher is chosen by its own accuracy, not by its student's)."""
+    lines = [
+        f"### `{ensemble}` against the best single teacher",
+        "",
+        "| seed | best single teacher (its accuracy %) | its student % | ensemble (accuracy %) | "
+        "ensemble's student % | difference (points) |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    diffs = []
+    for seed in sorted(rows["seed"].unique()):
+        here = rows[rows["seed"] == seed]
+        candidates = here[here["method"].isin(singles)]
+        team = here[here["method"] == ensemble]
+        if candidates.empty or team.empty:
+            continue
+        best = candidates.loc[candidates["teacher_accuracy"].idxmax()]
+        team = team.iloc[0]
+        diff = (team["accuracy"] - best["accuracy"]) * 100
+        diffs.append(diff)
+        lines.append(
+            f"| {seed} | {best['teachers']} ({best['teacher_accuracy'] * 100:.1f}) | {best['accuracy'] * 100:.1f} | "
+            f"{team['teacher_accuracy'] * 100:.1f} | {team['accuracy'] * 100:.1f} | {diff:+.1f} |"
+        )
+    if diffs:
+        mean = sum(diffs) / len(diffs)
+        lines += ["", f"Mean difference: **{mean:+.2f} points** over {len(diffs)} seeds.", ""]
+    return lines
+
+
+def render_methods_report(rows: pd.DataFrame, labels: dict[str, str], groups: dict[str, str], command: str) -> str:
+    rows = rows.assign(group=rows["method"].map(groups))
+    seeds = sorted(rows["seed"].unique())
+    lines = [
+        "# Distillation methods compared",
+        "",
+        f"Made by `{command}`: every method on the default data (mnist5k: 3000 teacher / 1000 transfer / "
+        f"1000 test), seeds {', '.join(map(str, seeds))}, on the CPU. Accuracy is on the 1000 test images "
+        "(one image is 0.1 points), mean ± sample standard deviation over the seeds. The gain is over the "
+        "scratch student of the same run; the verdict calls a method helpful only if it gains on every seed. "
+        "Training times are wall-clock seconds on this machine; a stage reused from another method counts "
+        "the time it took when it ran.",
+        "",
+    ]
+    for group in dict.fromkeys(groups.values()):
+        lines += method_table(rows, labels, group)
+    singles = [m for m, g in groups.items() if g == "single"] + ["hinton"]
+    for ensemble in [m for m, g in groups.items() if g == "ensemble"]:
+        if (rows["method"] == ensemble).any():
+            lines += ensemble_versus_best_single(rows, ensemble, singles)
+    return "\n".join(lines)

@@ -1,0 +1,188 @@
+"""The distilled student's objective: a weighted sum of registered losses.
+
+    L = sum_i w_i * L_i       e.g. 0.5 * CE + 0.5 * KD, or CE + KD + 0.1 * hint
+
+Response terms (ce, kd, dkd) read the student's logits and the teacher's cached logits. Feature
+terms (hint, attention, relational) read named layers: the student's through forward hooks during
+training, the teacher's precomputed once over all transfer views (`teacher_targets`), so the
+teacher never runs inside the training loop. Layer names are checked when the objective is
+attached to the models, before any training.
+
+Terms come as plain dicts (`{"name": "kd", "weight": 0.5, ...}`, as distill.terms holds them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from kdcore.data.transforms import shift_images
+from kdcore.errors import ConfigError
+from kdcore.losses import LOSSES, LossTerms
+from kdcore.losses.features import FEATURE_LOSSES, TEACHER_SIDE, FeatureTaps, HintRegressor, attention_map
+
+TEMPERATURE_TERMS = ("kd", "dkd")
+MAX_TARGET_BYTES = 4 * 2**30  # precomputed teacher features larger than this are refused
+
+
+def _add_parts(parts: dict[str, torch.Tensor], terms: LossTerms, weight: float) -> torch.Tensor:
+    """Adds a term's weighted parts into `parts` (same names add up); returns its weighted total."""
+    for part, value in terms.parts.items():
+        parts[part] = parts.get(part, 0) + weight * value
+    return weight * terms.total
+
+
+class StudentWithAux(nn.Module):
+    """The student plus the objective's own trainable parts (hint regressors), trained together;
+    only `student` is kept afterwards."""
+
+    def __init__(self, student: nn.Module, aux: nn.ModuleDict) -> None:
+        super().__init__()
+        self.student = student
+        self.aux = aux
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.student(x)
+
+
+class Objective:
+    """Callable as a training loss: (student logits, batch) -> LossTerms, parts named per term."""
+
+    def __init__(self, terms: list[dict[str, Any]], temperature: float) -> None:
+        if not terms:
+            raise ConfigError("distill.terms: at least one term is needed")
+        self.terms = [dict(t) for t in terms]
+        self.temperature = temperature
+        self._response: list[tuple[str, float, Callable[..., LossTerms]]] = []
+        self._features: list[dict[str, Any]] = []
+        for i, term in enumerate(self.terms):
+            name, weight = term["name"], float(term.get("weight", 1.0))
+            if name in FEATURE_LOSSES:
+                self._features.append({"index": i, **term, "weight": weight})
+                continue
+            options = {k: v for k, v in term.items() if k not in ("name", "weight")}
+            if name in TEMPERATURE_TERMS:
+                options["temperature"] = temperature
+            if name == "dkd":
+                options["ce_weight"] = 0.0  # CE is its own term
+            self._response.append((name, weight, partial(LOSSES.get(name), **options)))
+        self._student_taps: FeatureTaps | None = None
+        self._aux: nn.ModuleDict | None = None
+
+    @property
+    def needs_teacher_features(self) -> bool:
+        return bool(self._features)
+
+    @property
+    def feature_teacher(self) -> str | None:
+        """The teacher named by the feature terms (None: the first teacher). All must agree."""
+        named = {t.get("teacher") for t in self._features}
+        if len(named) > 1:
+            raise ConfigError(
+                f"distill.terms: feature terms take features from different teachers {sorted(map(str, named))}; use one"
+            )
+        return next(iter(named), None)
+
+    def _key(self, term: dict[str, Any], j: int) -> str:
+        return f"feat{term['index']}_{j}"
+
+    def check_layers(self, student: nn.Module, teacher: nn.Module) -> None:
+        """Fails with the valid names if any layer is unknown; nothing is trained before this passes."""
+        for term in self._features:
+            FeatureTaps(student, term["student_layers"], role=f"student ({term['name']} term)").close()
+            FeatureTaps(teacher, term["teacher_layers"], role=f"teacher ({term['name']} term)").close()
+
+    def teacher_targets(
+        self,
+        teacher: nn.Module,
+        images: torch.Tensor,
+        src: torch.Tensor,
+        dx: torch.Tensor,
+        dy: torch.Tensor,
+        fill: torch.Tensor,
+        device: torch.device,
+        chunk: int = 1024,
+    ) -> dict[str, torch.Tensor]:
+        """Per view, what each feature term needs of the teacher (TEACHER_SIDE), in one pass."""
+        if not self._features:
+            return {}
+        layers = sorted({name for term in self._features for name in term["teacher_layers"]})
+        teacher = teacher.to(device).eval()
+        parts: dict[str, list[torch.Tensor]] = {}
+        total = len(src)
+        with FeatureTaps(teacher, layers, role="teacher") as taps, torch.no_grad():
+            for first in tqdm(range(0, total, chunk), desc="teacher features", unit="chunk", mininterval=1.0):
+                sl = slice(first, first + chunk)
+                teacher(shift_images(images[src[sl]], dx[sl], dy[sl], fill).to(device))
+                for term in self._features:
+                    for j, layer in enumerate(term["teacher_layers"]):
+                        feature = taps.outputs[layer]
+                        if term["name"] == "attention":
+                            target = attention_map(feature, term.get("p", 2.0))
+                        else:
+                            target = TEACHER_SIDE[term["name"]](feature)
+                        parts.setdefault(self._key(term, j), []).append(target.float().cpu())
+                if first == 0:
+                    per_view = sum(p[0][0].numel() * 4 for p in parts.values())
+                    if per_view * total > MAX_TARGET_BYTES:
+                        raise ConfigError(
+                            f"distill.terms: the teacher features of {', '.join(layers)} would take "
+                            f"{per_view * total / 2**30:.1f} GiB for {total} views; use a smaller or later layer"
+                        )
+        return {key: torch.cat(chunks) for key, chunks in parts.items()}
+
+    def attach(self, student: nn.Module, targets: dict[str, torch.Tensor], sample: torch.Tensor) -> nn.Module:
+        """Hooks the student's layers, builds hint regressors from the feature shapes, and returns
+        the module to train (the student itself when no term has parameters)."""
+        if not self._features:
+            return student
+        names = sorted({name for term in self._features for name in term["student_layers"]})
+        self._student_taps = FeatureTaps(student, names, role="student")
+        was_training = student.training
+        student.eval()
+        with torch.no_grad():
+            student(sample[:2])
+        student.train(was_training)
+        self._aux = nn.ModuleDict()
+        for term in self._features:
+            if term["name"] != "hint":
+                continue
+            regressors = nn.ModuleList()
+            for j, layer in enumerate(term["student_layers"]):
+                s_shape = tuple(self._student_taps.outputs[layer].shape[1:])
+                t_shape = tuple(targets[self._key(term, j)].shape[1:])
+                regressors.append(HintRegressor(s_shape, t_shape))
+            self._aux[f"hint{term['index']}"] = regressors
+        return StudentWithAux(student, self._aux) if len(self._aux) else student
+
+    def detach(self) -> None:
+        """Removes the student's hooks (before the student is saved or evaluated elsewhere)."""
+        if self._student_taps is not None:
+            self._student_taps.close()
+            self._student_taps = None
+
+    def __call__(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> LossTerms:
+        total = logits.new_zeros(())
+        parts: dict[str, torch.Tensor] = {}
+        for _name, weight, fn in self._response:
+            total = total + _add_parts(parts, fn(logits, batch), weight)
+        for term in self._features:
+            if self._student_taps is None:
+                raise RuntimeError("feature terms need Objective.attach(student, ...) before training")
+            student = [self._student_taps.outputs[layer] for layer in term["student_layers"]]
+            teacher = [batch[self._key(term, j)] for j in range(len(term["teacher_layers"]))]
+            options = {
+                k: v
+                for k, v in term.items()
+                if k not in ("index", "name", "weight", "student_layers", "teacher_layers", "teacher")
+            }
+            if term["name"] == "hint":
+                options["regressors"] = self._aux[f"hint{term['index']}"]
+            terms = FEATURE_LOSSES.get(term["name"])(student, teacher, **options)
+            total = total + _add_parts(parts, terms, term["weight"])
+        return LossTerms(total=total, parts=parts)

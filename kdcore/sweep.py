@@ -1,0 +1,193 @@
+"""Run the real pipeline stages for many variants of the params and seeds, reusing what they share.
+
+A variant is a name and dotted overrides of params.yaml (`{"distill.temperature": 4.0}`). For each
+(variant, seed) the stages run in a scratch workspace; each stage's output lives under a key made
+of exactly the params it reads (as dvc.yaml declares them), so a teacher, a transfer set or a
+scratch student that several variants share is trained once. Each run ends with the real
+`evaluate` stage; its metrics and the training time of each model make one row.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from kdcore.artifacts import read_json, write_json
+from kdcore.config import Params, parse_params
+from kdcore.stages import get_stage
+
+
+def set_dotted(raw: dict, key: str, value: Any) -> None:
+    """raw["a"]["b"] = value for key "a.b"; missing levels are created."""
+    node = raw
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def key_of(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def stage_keys(raw: dict) -> dict[str, str]:
+    """The output key of each stage (teachers one by one): a hash of the params it reads."""
+    common = {"seed": raw["seed"], "data": raw["data"], "threads": raw.get("cpu_threads"), "device": raw["device"]}
+    transfer = {k: v for k, v in raw.get("transfer", {}).items() if k != "ensemble"}
+    keys = {"prepare": key_of({"seed": raw["seed"], "data": raw["data"]})}
+    for name, teacher in raw["teachers"].items():
+        keys[f"teacher@{name}"] = key_of({**common, "teacher": teacher})
+    keys["teachers"] = key_of({**common, "teachers": raw["teachers"]})
+    keys["build_transfer"] = key_of({**common, "teachers": raw["teachers"], "transfer": raw.get("transfer")})
+    keys["train_student_scratch"] = key_of({**common, "transfer": transfer, "student": raw["student"]})
+    keys["distill"] = key_of({**common, "teachers": raw["teachers"], "transfer": raw.get("transfer"),
+                              "student": raw["student"], "distill": raw.get("distill")})  # fmt: skip
+    return keys
+
+
+class Sweep:
+    """Runs (variant, seed) pairs in `work`; `run` returns one row of metrics and times."""
+
+    def __init__(self, base: dict, work: Path, log: Callable[[str], None] = print) -> None:
+        self.base = base
+        self.work = Path(work)
+        self.log = log
+
+    def params_for(self, overrides: dict[str, Any], seed: int, run_dir: Path) -> tuple[Params, dict[str, Path]]:
+        raw = copy.deepcopy(self.base)
+        for dotted, value in overrides.items():
+            set_dotted(raw, dotted, value)
+        raw["seed"] = seed
+        raw["device"] = "cpu"
+        keys = stage_keys(raw)
+        dirs = {
+            "prepare": self.work / "prepared" / keys["prepare"],
+            "teachers": self.work / "teacher_sets" / keys["teachers"],
+            "build_transfer": self.work / "transfer" / keys["build_transfer"],
+            "train_student_scratch": self.work / "scratch" / keys["train_student_scratch"],
+            "distill": self.work / "distilled" / keys["distill"],
+        }
+        for name in raw["teachers"]:
+            dirs[f"teacher@{name}"] = self.work / "teachers" / keys[f"teacher@{name}"]
+        raw["paths"] = {
+            "prepared": str(dirs["prepare"]),
+            "teachers": str(dirs["teachers"]),
+            "transfer": str(dirs["build_transfer"]),
+            "student_scratch": str(dirs["train_student_scratch"]),
+            "student_kd": str(dirs["distill"]),
+            "metrics": str(run_dir / "metrics"),
+            "plots": str(run_dir / "plots"),
+            "reports": str(run_dir / "reports"),
+            "live": str(run_dir / "live"),
+            "work": str(self.work / "state"),
+        }
+        return parse_params(raw, source=f"variant {run_dir.parent.name}"), dirs
+
+    def _timed(self, stage: str, out: Path, marker: str, action: Callable[[], None]) -> float:
+        """Runs `action` unless `out` is complete already; returns the seconds it took (then or before)."""
+        times = out.parent / f"{out.name}.seconds.json"
+        if (out / marker).is_file() and times.is_file():
+            return float(read_json(times)["seconds"])
+        started = time.perf_counter()
+        action()
+        seconds = round(time.perf_counter() - started, 2)
+        write_json(times, {"stage": stage, "seconds": seconds})
+        self.log(f"  {stage}: {seconds:.1f} s")
+        return seconds
+
+    def run(self, name: str, overrides: dict[str, Any], seed: int) -> dict[str, Any]:
+        run_dir = self.work / "runs" / name / f"seed{seed}"
+        params, dirs = self.params_for(overrides, seed, run_dir)
+        self.log(f"{name}, seed {seed}")
+        seconds: dict[str, float] = {}
+        self._timed("prepare", dirs["prepare"], "meta.json", lambda: get_stage("prepare")(params))
+        link_dir = dirs["teachers"]
+        link_dir.mkdir(parents=True, exist_ok=True)
+        for teacher in params.teachers:
+            # each teacher is trained once under its own key; the variant sees it through a link
+            home = dirs[f"teacher@{teacher}"]
+            single = params.model_copy(update={"paths": params.paths.model_copy(update={"teachers": home.parent})})
+            link = home.parent / teacher
+
+            def train(single=single, teacher=teacher, home=home, link=link) -> None:
+                link.unlink(missing_ok=True)
+                get_stage("train_teacher")(single, teacher=teacher)
+                link.rename(home)
+
+            seconds[f"teacher {teacher}"] = self._timed(f"train_teacher@{teacher}", home, "model.json", train)
+            target = link_dir / teacher
+            if not target.is_symlink():
+                target.symlink_to(home.resolve(), target_is_directory=True)
+        for stage, marker in (("build_transfer", "summary.json"), ("train_student_scratch", "model.json"),
+                              ("distill", "model.json")):  # fmt: skip
+            seconds[stage] = self._timed(stage, dirs[stage], marker, lambda stage=stage: get_stage(stage)(params))
+        get_stage("evaluate")(params)
+        summary = read_json(run_dir / "metrics" / "summary.json")
+        kd, scratch = summary["student_kd"], summary["student_scratch"]
+        generations = read_json(dirs["distill"] / "model.json")["config"].get("generations", [])
+        row = {
+            "method": name,
+            "seed": seed,
+            "student": params.student.model.name,
+            "student_params": kd["params"],
+            "teachers": ",".join(params.teachers),
+            "teacher_accuracy": summary["teacher"]["accuracy"],
+            **{f"teacher_accuracy/{t}": summary[f"teacher/{t}"]["accuracy"] for t in params.teachers},
+            "scratch_accuracy": scratch["accuracy"],
+            "accuracy": kd["accuracy"],
+            "gain_points": round((kd["accuracy"] - scratch["accuracy"]) * 100, 2),
+            "nll": kd["nll"],
+            "ece": kd["ece"],
+            "agreement": kd["agreement"],
+            "generation_accuracies": " ".join(f"{g['eval_accuracy']:.4f}" for g in generations),
+            "distill_s": seconds["distill"],
+            "scratch_s": seconds["train_student_scratch"],
+            "teachers_s": round(sum(v for k, v in seconds.items() if k.startswith("teacher ")), 2),
+        }
+        return row
+
+
+def plan(variants: list[dict[str, Any]], seeds: list[int]) -> Iterator[tuple[str, dict[str, Any], int]]:
+    """(name, overrides, seed) in the order the runs should go: seed-major, so every method has
+    a first result early."""
+    for seed in seeds:
+        for variant in variants:
+            yield variant["name"], dict(variant.get("set") or {}), seed
+
+
+def main(argv: list[str] | None = None) -> int:
+    """One (variant, seed) run in its own process: `python -m kdcore.sweep --name N --seed S ...`."""
+    import argparse
+    import sys
+
+    import yaml
+
+    from kdcore.errors import KdflowError
+
+    parser = argparse.ArgumentParser(prog="python -m kdcore.sweep", description=main.__doc__)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--set", dest="overrides", default="{}", help="dotted overrides as a JSON object")
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--row", type=Path, required=True, help="where to write the result row (JSON)")
+    args = parser.parse_args(argv)
+    try:
+        base = yaml.safe_load(args.params.read_text())
+        row = Sweep(base, args.work, log=lambda line: print(line, flush=True)).run(
+            args.name, json.loads(args.overrides), args.seed
+        )
+    except KdflowError as err:
+        print(f"kdflow sweep: error: {args.name} seed {args.seed}: {err}", file=sys.stderr)
+        return err.exit_code
+    write_json(args.row, row)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

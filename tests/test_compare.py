@@ -1,0 +1,102 @@
+"""The methods comparison: stage reuse keys, the report's arithmetic and verdicts, and the CLI's errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from kdcore.evaluate.compare import render_methods_report, verdict
+from kdcore.sweep import stage_keys
+from tests.conftest import ROOT, tiny_raw, with_two_teachers
+
+
+def test_stage_keys_change_only_where_the_params_do() -> None:
+    base = with_two_teachers(tiny_raw())
+    keys = stage_keys(base)
+    other_loss = with_two_teachers(tiny_raw())
+    other_loss["distill"]["temperature"] = 9.0
+    changed = stage_keys(other_loss)
+    assert [k for k in keys if keys[k] != changed[k]] == ["distill"]
+    other_teacher = with_two_teachers(tiny_raw())
+    other_teacher["teachers"]["mlp"]["seed"] = 7
+    changed = stage_keys(other_teacher)
+    assert sorted(k for k in keys if keys[k] != changed[k]) == ["build_transfer", "distill", "teacher@mlp", "teachers"]
+
+
+def test_verdicts() -> None:
+    assert verdict(pd.Series([0.5, 1.0, 0.1])) == "helps on every seed"
+    assert verdict(pd.Series([-0.5, -1.0, -0.1])) == "hurts on every seed"
+    assert verdict(pd.Series([0.0, -1.0, 0.0])) == "never helps"
+    assert verdict(pd.Series([0.5, -1.0, 0.0])) == "mixed"
+
+
+def row(method: str, seed: int, accuracy: float, scratch: float, teacher: float, teachers: str = "cnn") -> dict:
+    return {
+        "method": method,
+        "seed": seed,
+        "teachers": teachers,
+        "teacher_accuracy": teacher,
+        "scratch_accuracy": scratch,
+        "accuracy": accuracy,
+        "gain_points": round((accuracy - scratch) * 100, 2),
+        "distill_s": 10.0,
+        "scratch_s": 9.0,
+        "teachers_s": 30.0,
+    }
+
+
+def test_report_compares_the_ensemble_with_the_single_teacher_that_tests_best() -> None:
+    rows = pd.DataFrame(
+        [
+            row("hinton", 0, 0.95, 0.92, 0.97),
+            row("hinton", 1, 0.94, 0.93, 0.98),
+            row("single_b", 0, 0.96, 0.92, 0.96, "cnn_b"),  # a better student from a worse teacher
+            row("single_b", 1, 0.93, 0.93, 0.99, "cnn_b"),
+            row("ens", 0, 0.955, 0.92, 0.985, "cnn,cnn_b"),
+            row("ens", 1, 0.95, 0.93, 0.99, "cnn,cnn_b"),
+        ]
+    )
+    labels = {"hinton": "Hinton", "single_b": "teacher b", "ens": "ensemble"}
+    groups = {"hinton": "mlp", "single_b": "single", "ens": "ensemble"}
+    report = render_methods_report(rows, labels, groups, "python -m flows.compare --seeds 0 1")
+    assert "| Hinton (`hinton`) | 94.50 ± 0.71 | +2.00 (+1.0 .. +3.0) | +3.0, +1.0 |" in report
+    # seed 0: the best teacher is cnn (97 > 96), so the ensemble's 95.5 is compared with 95.0
+    assert "| 0 | cnn (97.0) | 95.0 | 98.5 | 95.5 | +0.5 |" in report
+    # seed 1: cnn_b tests best (99 > 98): 95.0 against 93.0
+    assert "| 1 | cnn_b (99.0) | 93.0 | 99.0 | 95.0 | +2.0 |" in report
+    assert "Mean difference: **+1.25 points** over 2 seeds." in report
+
+
+def test_compare_cli_rejects_an_unknown_method_in_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.compare", "--methods", "hinton", "fitnets"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--methods: unknown fitnets" in lines[0] and "dkd" in lines[0]
+
+
+def test_task_runner_choice() -> None:
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from flows.pipeline import make_task_runner
+
+    runner = make_task_runner("thread", 3)
+    assert isinstance(runner, ThreadPoolTaskRunner) and runner._max_workers == 3
+    try:
+        import prefect_dask  # noqa: F401
+    except ImportError:
+        assert isinstance(make_task_runner("auto", 2), ThreadPoolTaskRunner)
+        from kdcore.errors import ConfigError
+
+        with pytest.raises(ConfigError, match="prefect-dask"):
+            make_task_runner("dask", 2)
+    else:
+        assert type(make_task_runner("auto", 2)).__name__ == "DaskTaskRunner"

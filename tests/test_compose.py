@@ -1,0 +1,134 @@
+"""Weighted loss terms (distill.terms): response terms, feature terms on real models, layer checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pydantic import TypeAdapter
+
+from kdcore.config import ModelSpec
+from kdcore.errors import ConfigError
+from kdcore.losses.compose import Objective, StudentWithAux
+from kdcore.losses.hinton import hinton_loss
+from kdcore.models import build_model
+
+CLASSES = 10
+SHAPE = (1, 12, 12)
+
+
+def model(spec: dict) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model(TypeAdapter(ModelSpec).validate_python(spec), SHAPE, CLASSES)
+
+
+def views(n: int = 24) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(1)
+    images = torch.randn(n, *SHAPE)
+    src = torch.arange(n).repeat_interleave(2)
+    dx = torch.randint(-1, 2, (2 * n,))
+    dy = torch.randint(-1, 2, (2 * n,))
+    return images, src, dx, dy, torch.zeros(1)
+
+
+def test_ce_plus_kd_terms_equal_hintons_loss() -> None:
+    torch.manual_seed(2)
+    s, t, y = torch.randn(8, CLASSES), torch.randn(8, CLASSES), torch.randint(0, CLASSES, (8,))
+    batch = {"teacher_logits": t, "y": y}
+    objective = Objective([{"name": "ce", "weight": 0.3}, {"name": "kd", "weight": 0.7}], temperature=3.0)
+    composed = objective(s, batch)
+    reference = hinton_loss(s, batch, temperature=3.0, alpha=0.7)
+    assert torch.allclose(composed.total, reference.total, atol=1e-6)
+    assert set(composed.parts) == {"ce", "kd"}
+
+
+def test_dkd_term_leaves_ce_to_its_own_term() -> None:
+    torch.manual_seed(3)
+    s, t, y = torch.randn(8, CLASSES), torch.randn(8, CLASSES), torch.randint(0, CLASSES, (8,))
+    only_dkd = Objective([{"name": "dkd", "weight": 1.0, "alpha": 1.0, "beta": 8.0}], temperature=4.0)
+    terms = only_dkd(s, {"teacher_logits": t, "y": y})
+    assert float(terms.parts["ce"]) == 0.0
+    assert torch.allclose(terms.total, terms.parts["tckd"] + terms.parts["nckd"])
+
+
+def test_unknown_term_names_the_known_ones() -> None:
+    with pytest.raises(KeyError, match="unknown loss 'fitnet'"):
+        Objective([{"name": "fitnet"}], temperature=2.0)
+
+
+@pytest.mark.parametrize(
+    ("student_spec", "term"),
+    [
+        (
+            {"name": "mlp", "hidden": [16]},
+            {"name": "hint", "student_layers": ["features.2"], "teacher_layers": ["head.2"]},
+        ),
+        (
+            {"name": "mlp", "hidden": [16]},
+            {"name": "relational", "student_layers": ["features.2"], "teacher_layers": ["head.2"]},
+        ),
+        (
+            {"name": "cnn", "channels": [4, 8], "hidden": 16},
+            {
+                "name": "attention",
+                "student_layers": ["features.3", "features.7"],
+                "teacher_layers": ["features.3", "features.7"],
+            },
+        ),
+        (
+            {"name": "cnn", "channels": [4], "hidden": 16},
+            {"name": "hint", "student_layers": ["features.2"], "teacher_layers": ["features.6"]},
+        ),
+    ],
+)
+def test_feature_terms_train_the_student_and_leave_the_teacher_alone(student_spec: dict, term: dict) -> None:
+    teacher = model({"name": "cnn", "channels": [8, 16], "hidden": 32})
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student = model(student_spec)
+    objective = Objective([{"name": "kd", "weight": 1.0}, {"weight": 1.0, **term}], temperature=2.0)
+    assert objective.needs_teacher_features
+    objective.check_layers(student, teacher)
+    images, src, dx, dy, fill = views()
+    targets = objective.teacher_targets(teacher, images, src, dx, dy, fill, torch.device("cpu"), chunk=10)
+    assert all(len(t) == len(src) and not t.requires_grad for t in targets.values())
+    trained = objective.attach(student, targets, images[:2])
+    assert isinstance(trained, StudentWithAux) == (term["name"] == "hint")
+
+    optimizer = torch.optim.Adam(trained.parameters(), lr=1e-3)
+    idx = torch.arange(16)
+    x = images[src[idx]]
+    with torch.no_grad():
+        teacher_logits = teacher.eval()(x)
+    batch = {"x": x, "y": torch.zeros(16, dtype=torch.long), "teacher_logits": teacher_logits}
+    batch.update({k: v[idx] for k, v in targets.items()})
+    losses = []
+    for _ in range(20):
+        terms = objective(trained(x), batch)
+        optimizer.zero_grad()
+        terms.total.backward()
+        optimizer.step()
+        losses.append(terms.total.item())
+    feature_part = {"hint": "hint", "relational": "rkd_distance", "attention": "attention"}[term["name"]]
+    assert feature_part in terms.parts
+    assert losses[-1] < losses[0]
+    objective.detach()
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+    # the student alone is what gets saved: no regressor weights in its state
+    assert set(student.state_dict()) == set(model(student_spec).state_dict())
+
+
+def test_unknown_layer_fails_before_training_with_the_valid_names() -> None:
+    teacher = model({"name": "cnn", "channels": [8, 16], "hidden": 32})
+    student = model({"name": "mlp", "hidden": [16]})
+    objective = Objective([{"name": "hint", "student_layers": ["features.9"], "teacher_layers": ["head.2"]}], 2.0)
+    with pytest.raises(ConfigError) as info:
+        objective.check_layers(student, teacher)
+    message = str(info.value)
+    assert "has no layer 'features.9'" in message and "features.2" in message and "\n" not in message
+
+
+def test_attention_on_a_vector_layer_is_refused_with_its_shape() -> None:
+    teacher = model({"name": "cnn", "channels": [8, 16], "hidden": 32})
+    objective = Objective([{"name": "attention", "student_layers": ["features.2"], "teacher_layers": ["head.2"]}], 2.0)
+    images, src, dx, dy, fill = views(4)
+    with pytest.raises(ConfigError, match="conv feature maps"):
+        objective.teacher_targets(teacher, images, src, dx, dy, fill, torch.device("cpu"))
