@@ -34,17 +34,19 @@ from kdcore.sweep import plan  # noqa: E402
 from tasks.dvc_stage import StageFailed, stage_error  # noqa: E402
 
 
-def load_spec(path: Path, only: list[str] | None) -> list[dict]:
+def load_spec(path: Path, only: list[str] | None) -> tuple[list[dict], dict[str, dict]]:
+    """The methods to run (all, or those named) and the groups' titles and reference methods."""
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
-    methods = (yaml.safe_load(path.read_text()) or {}).get("methods")
+    spec = yaml.safe_load(path.read_text()) or {}
+    methods = spec.get("methods")
     if not methods:
         raise ConfigError(f"{path}: no `methods:` list")
     names = [m["name"] for m in methods]
     unknown = sorted(set(only or []) - set(names))
     if unknown:
         raise ConfigError(f"--methods: unknown {', '.join(unknown)}; {path} has {', '.join(names)}")
-    return [m for m in methods if not only or m["name"] in only]
+    return [m for m in methods if not only or m["name"] in only], spec.get("groups") or {}
 
 
 @task(name="method-run", task_run_name="{name} seed {seed}", cache_policy=NO_CACHE)
@@ -76,7 +78,8 @@ def compare_methods(
     reports: str = "reports",
 ) -> str:
     """Runs every (method, seed), seed by seed; writes reports/methods.csv and reports/methods.md."""
-    chosen = load_spec(Path(spec), methods)
+    chosen, group_info = load_spec(Path(spec), methods)
+    data = yaml.safe_load(Path(params).read_text())["data"]
     csv = Path(reports) / "methods.csv"
     done = pd.read_csv(csv) if csv.is_file() else pd.DataFrame(columns=["method", "seed"])
     rows = [r for r in done.to_dict("records") if r["method"] in {m["name"] for m in chosen} and r["seed"] in seeds]
@@ -91,7 +94,12 @@ def compare_methods(
     labels = {m["name"]: m.get("label", m["name"]) for m in chosen}
     groups = {m["name"]: m.get("group", "other") for m in chosen}
     command = "python -m flows.compare --seeds " + " ".join(map(str, seeds))
-    report = render_methods_report(frame, labels, groups, command)
+    sizes = data["splits"]
+    where = (
+        f"`{data['source']}` ({sizes['teacher_train']} teacher / {sizes['transfer']} transfer / "
+        f"{sizes['test']} test samples)"
+    )
+    report = render_methods_report(frame, labels, groups, command, group_info, where)
     write_text(Path(reports) / "methods.md", report)
     print(f"methods: {len(frame)} runs -> {Path(reports) / 'methods.md'}")
     return report

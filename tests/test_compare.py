@@ -61,7 +61,8 @@ def test_report_compares_the_ensemble_with_the_single_teacher_that_tests_best() 
     )
     labels = {"hinton": "Hinton", "single_b": "teacher b", "ens": "ensemble"}
     groups = {"hinton": "mlp", "single_b": "single", "ens": "ensemble"}
-    report = render_methods_report(rows, labels, groups, "python -m flows.compare --seeds 0 1")
+    info = {"mlp": {"reference": "hinton"}, "ensemble": {"reference": "hinton"}}
+    report = render_methods_report(rows, labels, groups, "python -m flows.compare --seeds 0 1", info)
     assert "| Hinton (`hinton`) | 94.50 ± 0.71 | +2.00 (+1.0 .. +3.0) | +3.0, +1.0 |" in report
     # seed 0: the best teacher is cnn (97 > 96), so the ensemble's 95.5 is compared with 95.0
     assert "| 0 | cnn (97.0) | 95.0 | 98.5 | 95.5 | +0.5 |" in report

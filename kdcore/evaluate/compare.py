@@ -9,14 +9,6 @@ from __future__ import annotations
 
 import pandas as pd
 
-GROUP_TITLES = {
-    "mlp": "MLP student (784-32-10, 25,450 parameters), 32 views per sample, 30 epochs, the default CNN teacher",
-    "ensemble": "Several teachers, the same MLP student and budget",
-    "single": "Single teachers, the same MLP student and budget",
-    "conv": "Conv student (8-16 channels, 26,722 parameters), 8 views per sample, 30 epochs",
-}
-REFERENCE = {"mlp": "hinton", "ensemble": "hinton", "single": "hinton", "conv": "conv_hinton"}
-
 
 def verdict(gains: pd.Series) -> str:
     if (gains > 0).all():
@@ -33,19 +25,19 @@ def _pm(values: pd.Series, scale: float = 100.0, digits: int = 2) -> str:
     return f"{values.mean() * scale:.{digits}f} ± {sd * scale:.{digits}f}"
 
 
-def method_table(rows: pd.DataFrame, labels: dict[str, str], group: str) -> list[str]:
+def method_table(rows: pd.DataFrame, labels: dict[str, str], group: str, info: dict) -> list[str]:
     methods = [
         m for m in labels if (rows["method"] == m).any() and rows.loc[rows["method"] == m, "group"].iloc[0] == group
     ]
     if not methods:
         return []
-    reference = REFERENCE.get(group)
+    reference = info.get("reference")
     ref = rows[rows["method"] == reference].set_index("seed")["accuracy"] if reference else None
     lines = [
-        f"### {GROUP_TITLES.get(group, group)}",
+        f"### {info.get('title', group)}",
         "",
         "| method | accuracy % | gain over scratch (points) | per seed | vs "
-        f"`{reference}` (points) | verdict | student training (s) | teachers (s) |",
+        f"`{reference or '-'}` (points) | verdict | student training (s) | teachers (s) |",
         "|---|---:|---:|---|---:|---|---:|---:|",
     ]
     scratch = rows[rows["method"] == methods[0]]
@@ -100,22 +92,30 @@ def ensemble_versus_best_single(rows: pd.DataFrame, ensemble: str, singles: list
     return lines
 
 
-def render_methods_report(rows: pd.DataFrame, labels: dict[str, str], groups: dict[str, str], command: str) -> str:
+def render_methods_report(
+    rows: pd.DataFrame,
+    labels: dict[str, str],
+    groups: dict[str, str],
+    command: str,
+    group_info: dict[str, dict] | None = None,
+    data: str = "the default data",
+) -> str:
+    """groups: method -> group; group_info: group -> {title, reference (a method to compare with)}."""
+    group_info = group_info or {}
     rows = rows.assign(group=rows["method"].map(groups))
     seeds = sorted(rows["seed"].unique())
     lines = [
         "# Distillation methods compared",
         "",
-        f"Made by `{command}`: every method on the default data (mnist5k: 3000 teacher / 1000 transfer / "
-        f"1000 test), seeds {', '.join(map(str, seeds))}, on the CPU. Accuracy is on the 1000 test images "
-        "(one image is 0.1 points), mean ± sample standard deviation over the seeds. The gain is over the "
+        f"Made by `{command}`: every method on {data}, seeds {', '.join(map(str, seeds))}, on the CPU. "
+        "Accuracy is on the test split, mean ± sample standard deviation over the seeds. The gain is over the "
         "scratch student of the same run; the verdict calls a method helpful only if it gains on every seed. "
         "Training times are wall-clock seconds on this machine; a stage reused from another method counts "
         "the time it took when it ran.",
         "",
     ]
     for group in dict.fromkeys(groups.values()):
-        lines += method_table(rows, labels, group)
+        lines += method_table(rows, labels, group, group_info.get(group, {}))
     singles = [m for m, g in groups.items() if g == "single"] + ["hinton"]
     for ensemble in [m for m, g in groups.items() if g == "ensemble"]:
         if (rows["method"] == ensemble).any():
