@@ -68,7 +68,7 @@ def test_report_compares_the_ensemble_with_the_single_teacher_that_tests_best() 
     assert "| 0 | cnn (97.0) | 95.0 | 98.5 | 95.5 | +0.5 |" in report
     # seed 1: cnn_b tests best (99 > 98): 95.0 against 93.0
     assert "| 1 | cnn_b (99.0) | 93.0 | 99.0 | 95.0 | +2.0 |" in report
-    assert "Mean difference: **+1.25 points** over 2 seeds." in report
+    assert "Mean difference: **+1.25 points** over 2 seeds; the ensemble's student is ahead on 2 of 2." in report
 
 
 def test_compare_cli_rejects_an_unknown_method_in_one_line() -> None:
@@ -101,3 +101,16 @@ def test_task_runner_choice() -> None:
             make_task_runner("dask", 2)
     else:
         assert type(make_task_runner("auto", 2)).__name__ == "DaskTaskRunner"
+
+
+def test_teachers_tied_for_best_are_compared_through_the_mean_of_their_students() -> None:
+    rows = pd.DataFrame(
+        [
+            row("hinton", 0, 0.94, 0.92, 0.97),
+            row("single_b", 0, 0.96, 0.92, 0.97, "cnn_b"),
+            row("ens", 0, 0.955, 0.92, 0.98, "cnn,cnn_b"),
+        ]
+    )
+    groups = {"hinton": "mlp", "single_b": "single", "ens": "ensemble"}
+    report = render_methods_report(rows, {k: k for k in groups}, groups, "cmd")
+    assert "| 0 | cnn, cnn_b (97.0) | 95.0 (tied: mean of 2 students) | 98.0 | 95.5 | +0.5 |" in report
