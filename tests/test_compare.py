@@ -114,3 +114,14 @@ def test_teachers_tied_for_best_are_compared_through_the_mean_of_their_students(
     groups = {"hinton": "mlp", "single_b": "single", "ens": "ensemble"}
     report = render_methods_report(rows, {k: k for k in groups}, groups, "cmd")
     assert "| 0 | cnn, cnn_b (97.0) | 95.0 (tied: mean of 2 students) | 98.0 | 95.5 | +0.5 |" in report
+
+
+def test_born_again_rows_list_the_accuracy_of_each_generation() -> None:
+    rows = pd.DataFrame(
+        [
+            {**row("ban", 0, 0.95, 0.92, 0.97), "generation_accuracies": "0.9400 0.9500"},
+            {**row("ban", 1, 0.97, 0.92, 0.97), "generation_accuracies": "0.9600 0.9700"},
+        ]
+    )
+    report = render_methods_report(rows, {"ban": "born-again"}, {"ban": "conv"}, "cmd")
+    assert "`ban`, test accuracy by generation (mean over seeds): generation 1: 95.00%, generation 2: 96.00%." in report

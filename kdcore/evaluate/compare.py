@@ -58,7 +58,18 @@ def method_table(rows: pd.DataFrame, labels: dict[str, str], group: str, info: d
             f"({gains.min():+.1f} .. {gains.max():+.1f}) | {per_seed} | {versus} | {verdict(gains)} | "
             f"{part['distill_s'].mean():.1f} | {part['teachers_s'].mean():.1f} |"
         )
-    return [*lines, ""]
+    lines.append("")
+    for method in methods:
+        part = rows[rows["method"] == method]
+        if "generation_accuracies" not in part or part["generation_accuracies"].isna().all():
+            continue
+        per_gen = part["generation_accuracies"].astype(str).str.split().apply(lambda xs: [float(x) for x in xs])
+        if per_gen.map(len).max() < 2:
+            continue
+        means = pd.DataFrame(per_gen.tolist()).mean() * 100
+        shown = ", ".join(f"generation {g + 1}: {m:.2f}%" for g, m in means.items())
+        lines += [f"`{method}`, test accuracy by generation (mean over seeds): {shown}.", ""]
+    return lines
 
 
 def ensemble_versus_best_single(rows: pd.DataFrame, ensemble: str, singles: list[str]) -> list[str]:

@@ -4,7 +4,10 @@ The loss is the weighted sum in distill.terms (kdcore/losses/compose.py). Featur
 named layers of one teacher, computed once over all views before training. With
 distill.generations = G > 1 the run is born-again distillation (Furlanello et al. 2018): generation
 g + 1, a fresh student of the same architecture, learns from generation g's logits on the views,
-and the last generation is the distilled student.
+and the last generation is the distilled student. Self-distillation is a student of the teacher's
+own architecture with G >= 2. Reverse KD (a small trained model teaching a larger one; Yuan et al.
+2020, "Revisiting Knowledge Distillation via Label Smoothing Regularization") is the same stage with
+the small model listed under `teachers` and the larger one as the student.
 """
 
 from __future__ import annotations
