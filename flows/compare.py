@@ -29,7 +29,7 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from kdcore.artifacts import atomic_path, write_text  # noqa: E402
 from kdcore.errors import ConfigError  # noqa: E402
-from kdcore.evaluate.compare import render_methods_report  # noqa: E402
+from kdcore.methods_report import render_methods_report  # noqa: E402
 from kdcore.sweep import plan  # noqa: E402
 from tasks.dvc_stage import StageFailed, stage_error  # noqa: E402
 

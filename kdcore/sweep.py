@@ -64,7 +64,8 @@ class Sweep:
             set_dotted(raw, dotted, value)
         raw["seed"] = seed
         raw["device"] = "cpu"
-        keys = stage_keys(raw)
+        # keys from the validated params, so a default written out and one left out are the same
+        keys = stage_keys(parse_params(raw, source=f"variant {run_dir.parent.name}").model_dump(mode="json"))
         dirs = {
             "prepare": self.work / "prepared" / keys["prepare"],
             "teachers": self.work / "teacher_sets" / keys["teachers"],

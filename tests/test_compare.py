@@ -8,7 +8,7 @@ import sys
 import pandas as pd
 import pytest
 
-from kdcore.evaluate.compare import render_methods_report, verdict
+from kdcore.methods_report import render_methods_report, verdict
 from kdcore.sweep import stage_keys
 from tests.conftest import ROOT, tiny_raw, with_two_teachers
 
@@ -125,3 +125,12 @@ def test_born_again_rows_list_the_accuracy_of_each_generation() -> None:
     )
     report = render_methods_report(rows, {"ban": "born-again"}, {"ban": "conv"}, "cmd")
     assert "`ban`, test accuracy by generation (mean over seeds): generation 1: 95.00%, generation 2: 96.00%." in report
+
+
+def test_a_default_written_out_reuses_the_same_outputs(tmp_path) -> None:
+    from kdcore.sweep import Sweep
+
+    sweep = Sweep(tiny_raw(), tmp_path)
+    _, implicit = sweep.params_for({}, 0, tmp_path / "runs/a/seed0")
+    _, explicit = sweep.params_for({"teachers.cnn.subset": 1.0, "teachers.cnn.seed": 0}, 0, tmp_path / "runs/b/seed0")
+    assert implicit == explicit
