@@ -29,7 +29,7 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from kdcore.artifacts import atomic_path, write_text  # noqa: E402
 from kdcore.errors import ConfigError  # noqa: E402
-from kdcore.methods_report import render_methods_report  # noqa: E402
+from kdcore.methods_report import render_methods_report, save_methods_png  # noqa: E402
 from kdcore.sweep import plan  # noqa: E402
 from tasks.dvc_stage import StageFailed, stage_error  # noqa: E402
 
@@ -99,7 +99,8 @@ def compare_methods(
         f"`{data['source']}` ({sizes['teacher_train']} teacher / {sizes['transfer']} transfer / "
         f"{sizes['test']} test samples)"
     )
-    report = render_methods_report(frame, labels, groups, command, group_info, where)
+    save_methods_png(Path(reports) / "methods.png", frame, labels, groups)
+    report = render_methods_report(frame, labels, groups, command, group_info, where, image="methods.png")
     write_text(Path(reports) / "methods.md", report)
     print(f"methods: {len(frame)} runs -> {Path(reports) / 'methods.md'}")
     return report

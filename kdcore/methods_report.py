@@ -121,6 +121,7 @@ def render_methods_report(
     command: str,
     group_info: dict[str, dict] | None = None,
     data: str = "the default data",
+    image: str | None = None,
 ) -> str:
     """groups: method -> group; group_info: group -> {title, reference (a method to compare with)}."""
     group_info = group_info or {}
@@ -135,6 +136,7 @@ def render_methods_report(
         "Training times are wall-clock seconds on this machine; a stage reused from another method counts "
         "the time it took when it ran.",
         "",
+        *([f"![gain over the scratch student, per method and seed]({image})", ""] if image else []),
     ]
     for group in dict.fromkeys(groups.values()):
         lines += method_table(rows, labels, group, group_info.get(group, {}))
@@ -143,3 +145,34 @@ def render_methods_report(
         if (rows["method"] == ensemble).any():
             lines += ensemble_versus_best_single(rows, ensemble, singles)
     return "\n".join(lines)
+
+
+def save_methods_png(path, rows: pd.DataFrame, labels: dict[str, str], groups: dict[str, str]) -> None:
+    """Gain over scratch per method: a bar at the mean, a dot per seed, methods grouped as in the report."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kdcore.artifacts import atomic_path
+
+    methods = [m for m in labels if (rows["method"] == m).any()]
+    fig, ax = plt.subplots(figsize=(8, 0.42 * len(methods) + 1.2))
+    palette = plt.get_cmap("tab10")
+    group_color = {g: palette(i) for i, g in enumerate(dict.fromkeys(groups[m] for m in methods))}
+    for y, method in enumerate(methods):
+        gains = rows.loc[rows["method"] == method, "gain_points"]
+        ax.barh(y, gains.mean(), color=group_color[groups[method]], alpha=0.6, label=groups[method])
+        ax.plot(gains, [y] * len(gains), "o", color="black", markersize=3)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(methods)), methods, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("gain over the scratch student (points of test accuracy); dots: seeds")
+    handles, names = ax.get_legend_handles_labels()
+    unique = dict(zip(names, handles, strict=True))
+    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)

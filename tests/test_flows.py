@@ -298,7 +298,8 @@ def test_methods_comparison_flow_writes_the_report(prefect_server, tmp_path: Pat
     assert rows["scratch_accuracy"].nunique() == 1 and rows["teacher_accuracy"].nunique() == 1
     report = (tmp_path / "reports/methods.md").read_text()
     assert "| Hinton KD (`hinton`) |" in report and "| Hinton KD + hint (`hint`) |" in report
-    assert "scratch student" in report
+    assert "scratch student" in report and "](methods.png)" in report
+    assert (tmp_path / "reports/methods.png").read_bytes()[:4] == b"\x89PNG"
     # a rerun measures nothing again: every row is already there
     again = compare_methods(**options, return_state=True)
     assert again.is_completed()
