@@ -84,7 +84,7 @@ def test_feature_terms_train_the_student_and_leave_the_teacher_alone(student_spe
     teacher = model({"name": "cnn", "channels": [8, 16], "hidden": 32})
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     student = model(student_spec)
-    objective = Objective([{"name": "kd", "weight": 1.0}, {"weight": 1.0, **term}], temperature=2.0)
+    objective = Objective([{"weight": 1.0, **term}], temperature=2.0)
     assert objective.needs_teacher_features
     objective.check_layers(student, teacher)
     images, src, dx, dy, fill = views()
@@ -93,23 +93,24 @@ def test_feature_terms_train_the_student_and_leave_the_teacher_alone(student_spe
     trained = objective.attach(student, targets, images[:2])
     assert isinstance(trained, StudentWithAux) == (term["name"] == "hint")
 
-    optimizer = torch.optim.Adam(trained.parameters(), lr=1e-3)
     idx = torch.arange(16)
     x = images[src[idx]]
-    with torch.no_grad():
-        teacher_logits = teacher.eval()(x)
-    batch = {"x": x, "y": torch.zeros(16, dtype=torch.long), "teacher_logits": teacher_logits}
-    batch.update({k: v[idx] for k, v in targets.items()})
-    losses = []
-    for _ in range(20):
-        terms = objective(trained(x), batch)
-        optimizer.zero_grad()
-        terms.total.backward()
-        optimizer.step()
-        losses.append(terms.total.item())
-    feature_part = {"hint": "hint", "relational": "rkd_distance", "attention": "attention"}[term["name"]]
-    assert feature_part in terms.parts
-    assert losses[-1] < losses[0]
+    batch = {"x": x, "y": torch.zeros(16, dtype=torch.long), **{k: v[idx] for k, v in targets.items()}}
+    trained.eval()  # no BatchNorm statistics updates: the step below is the only change
+
+    def loss() -> torch.Tensor:
+        return objective(trained(x), batch).total
+
+    start = loss()
+    assert start > 0
+    trained.zero_grad()
+    start.backward()
+    reached = [p for p in trained.parameters() if p.grad is not None]  # the layers up to the tapped one
+    assert reached and sum(float(p.grad.abs().sum()) for p in reached) > 0
+    with torch.no_grad():  # a small step down the gradient lowers the term: it is a descent direction
+        for p in reached:
+            p -= 1e-4 * p.grad
+    assert loss().item() < start.item()
     objective.detach()
     assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
     # the student alone is what gets saved: no regressor weights in its state

@@ -87,3 +87,15 @@ def test_unknown_layer_fails_with_the_valid_names() -> None:
         FeatureTaps(cnn(), ["features.3", "backbone.7"], role="teacher")
     message = str(info.value)
     assert "teacher has no layer 'backbone.7'" in message and "features.0" in message and "head.4" in message
+
+
+def test_relational_loss_has_bounded_gradients_at_duplicate_samples() -> None:
+    """Identical views can share a batch; distance and direction between them must not blow up."""
+    torch.manual_seed(5)
+    teacher = torch.randn(30, 16).relu()
+    teacher = torch.cat([teacher, teacher[:2]])  # samples 30 and 31 repeat samples 0 and 1
+    base = torch.randn(30, 8).relu()
+    # the same input in two rows of a batch can come out a rounding error apart
+    student = torch.cat([base, base[:2] + 1e-7 * torch.randn(2, 8)]).requires_grad_(True)
+    relational_loss([student], [teacher]).total.backward()
+    assert torch.isfinite(student.grad).all() and student.grad.abs().max() < 100

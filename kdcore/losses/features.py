@@ -126,17 +126,28 @@ def attention_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], p: 
     return LossTerms(total=at, parts={"attention": at})
 
 
+_COINCIDENT = 1e-6  # samples closer than this count as the same point (identical views happen)
+
+
 def _pairwise_distances(e: torch.Tensor) -> torch.Tensor:
-    """(batch, D) -> (batch, batch) Euclidean distances, divided by their mean over distinct pairs."""
-    d = torch.cdist(e, e)  # (batch, batch)
+    """(batch, D) -> (batch, batch) Euclidean distances, divided by their mean over distinct pairs.
+
+    Coincident samples get distance 0 with no gradient (the square root has none to give there)."""
+    squared = (e[:, None, :] - e[None, :, :]).pow(2).sum(2)  # (batch, batch)
+    apart = squared.detach() > _COINCIDENT**2
+    d = torch.where(apart, squared.clamp_min(_COINCIDENT**2).sqrt(), torch.zeros_like(squared))
     off_diagonal = ~torch.eye(len(e), dtype=torch.bool, device=e.device)
     return d / d[off_diagonal].mean().clamp_min(1e-12)
 
 
 def _angles(e: torch.Tensor) -> torch.Tensor:
-    """(batch, D) -> (batch, batch, batch): cos of the angle at j between i and k, for all triplets."""
-    diff = F.normalize(e[None, :, :] - e[:, None, :], dim=2)  # (batch, batch, D): unit vectors j - i
-    return torch.bmm(diff, diff.transpose(1, 2))
+    """(batch, D) -> (batch, batch, batch): cos of the angle at j between i and k, for all triplets.
+
+    A direction to a coincident sample is undefined; it is taken as zero, with no gradient."""
+    diff = e[None, :, :] - e[:, None, :]  # (batch, batch, D): j - i
+    norm = diff.pow(2).sum(2, keepdim=True).clamp_min(_COINCIDENT**2).sqrt()  # (batch, batch, 1)
+    unit = torch.where(norm.detach() > _COINCIDENT, diff / norm, torch.zeros_like(diff))
+    return torch.bmm(unit, unit.transpose(1, 2))
 
 
 @FEATURE_LOSSES.register("relational")
