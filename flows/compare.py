@@ -27,6 +27,7 @@ import yaml  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
+from flows.cli import exit_status  # noqa: E402
 from kdcore.artifacts import atomic_path, write_text  # noqa: E402
 from kdcore.errors import ConfigError  # noqa: E402
 from kdcore.methods_report import render_methods_report, save_methods_png  # noqa: E402
@@ -129,10 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         reports=args.reports,
         return_state=True,
     )
-    if not state.is_completed():
-        print(f"kdflow compare: {state.name}: {state.message}", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(state, "kdflow compare")
 
 
 if __name__ == "__main__":

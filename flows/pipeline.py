@@ -24,6 +24,7 @@ from prefect import flow  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
+from flows.cli import exit_status  # noqa: E402
 from kdcore.config import load_params  # noqa: E402
 from kdcore.errors import ConfigError  # noqa: E402
 from tasks.dvc_stage import run_stage  # noqa: E402
@@ -109,10 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-commit", action="store_true", help="do not commit the results to git")
     args = parser.parse_args(argv)
     state = kd_pipeline(repo=args.repo, commit=not args.no_commit, return_state=True)
-    if not state.is_completed():
-        print(f"kdflow pipeline: {state.name}: {state.message}", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(state, "kdflow pipeline")
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ class Sweep:
             "distill": self.work / "distilled" / keys["distill"],
         }
         for name in raw["teachers"]:
-            dirs[f"teacher@{name}"] = self.work / "teachers" / keys[f"teacher@{name}"]
+            dirs[f"teacher@{name}"] = self.work / "teachers" / keys[f"teacher@{name}"] / name
         raw["paths"] = {
             "prepared": str(dirs["prepare"]),
             "teachers": str(dirs["teachers"]),
@@ -113,14 +113,12 @@ class Sweep:
             # each teacher is trained once under its own key; the variant sees it through a link
             home = dirs[f"teacher@{teacher}"]
             single = params.model_copy(update={"paths": params.paths.model_copy(update={"teachers": home.parent})})
-            link = home.parent / teacher
-
-            def train(single=single, teacher=teacher, home=home, link=link) -> None:
-                link.unlink(missing_ok=True)
-                get_stage("train_teacher")(single, teacher=teacher)
-                link.rename(home)
-
-            seconds[f"teacher {teacher}"] = self._timed(f"train_teacher@{teacher}", home, "model.json", train)
+            seconds[f"teacher {teacher}"] = self._timed(
+                f"train_teacher@{teacher}",
+                home,
+                "model.json",
+                lambda single=single, teacher=teacher: get_stage("train_teacher")(single, teacher=teacher),
+            )
             target = link_dir / teacher
             if not target.is_symlink():
                 target.symlink_to(home.resolve(), target_is_directory=True)

@@ -83,3 +83,18 @@ def tiny_params(tmp_path: Path) -> Params:
 def write_params(path: Path, raw: dict) -> Path:
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+def cli_error(*module_and_args: str) -> str:
+    """Runs `python -m <module> <args>` from the project root; it must exit 2 with exactly one
+    line on stderr, which is returned."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", *module_and_args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]

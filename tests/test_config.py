@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +10,7 @@ import yaml
 from kdcore.config import load_params, parse_params
 from kdcore.errors import ConfigError
 from kdcore.models import build_model, count_params
-from tests.conftest import ROOT, tiny_raw, with_two_teachers, write_params
+from tests.conftest import ROOT, cli_error, tiny_raw, with_two_teachers, write_params
 
 
 def error_for(raw: dict) -> str:
@@ -98,16 +96,8 @@ def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
 def test_cli_exits_2_with_one_line_and_writes_nothing(tmp_path: Path) -> None:
     raw = tiny_raw(tmp_path, distill__temperature=-1.0)
     write_params(tmp_path / "params.yaml", raw)
-    result = subprocess.run(
-        [sys.executable, "-m", "kdcore", "prepare", "--params", str(tmp_path / "params.yaml")],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "distill.temperature" in lines[0] and "-1.0" in lines[0]
+    line = cli_error("kdcore", "prepare", "--params", str(tmp_path / "params.yaml"))
+    assert "distill.temperature" in line and "-1.0" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 

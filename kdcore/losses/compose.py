@@ -63,7 +63,9 @@ class Objective:
         for i, term in enumerate(self.terms):
             name, weight = term["name"], float(term.get("weight", 1.0))
             if name in FEATURE_LOSSES:
-                self._features.append({"index": i, **term, "weight": weight})
+                layout = ("name", "weight", "student_layers", "teacher_layers", "teacher")
+                options = {k: v for k, v in term.items() if k not in layout}  # the loss's own keyword arguments
+                self._features.append({"index": i, **term, "weight": weight, "options": options})
                 continue
             options = {k: v for k, v in term.items() if k not in ("name", "weight")}
             if name in TEMPERATURE_TERMS:
@@ -123,7 +125,7 @@ class Objective:
                     for j, layer in enumerate(term["teacher_layers"]):
                         feature = taps.outputs[layer]
                         if term["name"] == "attention":
-                            target = attention_map(feature, term.get("p", 2.0))
+                            target = attention_map(feature, term["options"].get("p", 2.0))
                         else:
                             target = TEACHER_SIDE[term["name"]](feature)
                         parts.setdefault(self._key(term, j), []).append(target.float().cpu())
@@ -176,11 +178,7 @@ class Objective:
                 raise RuntimeError("feature terms need Objective.attach(student, ...) before training")
             student = [self._student_taps.outputs[layer] for layer in term["student_layers"]]
             teacher = [batch[self._key(term, j)] for j in range(len(term["teacher_layers"]))]
-            options = {
-                k: v
-                for k, v in term.items()
-                if k not in ("index", "name", "weight", "student_layers", "teacher_layers", "teacher")
-            }
+            options = dict(term["options"])
             if term["name"] == "hint":
                 options["regressors"] = self._aux[f"hint{term['index']}"]
             terms = FEATURE_LOSSES.get(term["name"])(student, teacher, **options)

@@ -20,6 +20,7 @@ from kdcore.runtime import resolve_device
 from kdcore.stages.transfer_set import transfer_images, transfer_sources
 from kdcore.transfer.ensemble import combine_logits
 from kdcore.transfer.views import (
+    Views,
     cache_key,
     cached_teacher_logits,
     make_views,
@@ -41,7 +42,9 @@ def soft_label_checks(num_classes: int, min_mean_confidence: float) -> list[Chec
     return checks
 
 
-def teacher_logits(params: Params, name: str, images: torch.Tensor, views, data_sha: str, fill) -> tuple:
+def teacher_logits(
+    params: Params, name: str, images: torch.Tensor, views: Views, data_sha: str, fill: torch.Tensor
+) -> tuple[torch.Tensor, dict]:
     """One teacher's logits on every view, from the cache when this teacher, data and views were seen."""
     teacher_dir = params.paths.teachers / name
     teacher_sha = sha256_file(teacher_dir / WEIGHTS)
