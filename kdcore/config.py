@@ -171,6 +171,13 @@ class EnsembleConfig(Section):
 
 
 class TransferConfig(Section):
+    source: Literal["real", "synthetic", "mixed"] = Field(
+        default="real",
+        description="real: the transfer split | synthetic: the synthesize stage's images only | mixed: both.",
+    )
+    synthetic_share: float = Field(
+        default=0.5, gt=0.0, lt=1.0, description="source=mixed: share of the transfer samples that are synthetic."
+    )
     views: PositiveInt = Field(default=1, le=256, description="Views per sample; view 0 is the image itself.")
     shift: NonNegativeInt = Field(default=2, le=8, description="Views 1.. are random shifts of up to this many pixels.")
     include_teacher_train: bool = Field(
@@ -183,6 +190,58 @@ class TransferConfig(Section):
         default=0.5, ge=0.0, le=1.0, description="Soft-label check: mean max-probability floor."
     )
     ensemble: EnsembleConfig = EnsembleConfig()
+
+
+class SynthChecks(Section):
+    """Great Expectations floors for the synthetic set (kdcore/synth/checks.py)."""
+
+    min_class_share: float = Field(
+        default=0.02, ge=0.0, le=1.0, description="Every class must be this share of the teacher's predictions."
+    )
+    min_mean_confidence: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Floor for the teacher's mean max-probability on the images."
+    )
+    min_diversity: float = Field(
+        default=0.1, ge=0.0, description="Floor for the mean pairwise RMS distance between images (normalised)."
+    )
+
+
+class SynthConfig(Section):
+    """Data-free transfer data made from a teacher alone (kdcore/synth/); used when transfer.source is not real."""
+
+    method: Literal["noise", "inversion", "generator"] = Field(
+        default="inversion", description="noise | inversion (DeepInversion) | generator (DAFL)."
+    )
+    teacher: str | None = Field(default=None, description="The teacher to invert (default: the first listed).")
+    images: PositiveInt = Field(default=4096, description="Images in the synthetic pool.")
+    batch_size: PositiveInt = Field(default=128, description="Images optimised (or generated) together.")
+    steps: NonNegativeInt = Field(
+        default=300, description="inversion: Adam steps per batch; generator: generator training steps in all."
+    )
+    lr: PositiveFloat = Field(default=0.1, description="Adam learning rate of the pixels (or the generator).")
+    init_std: PositiveFloat = Field(default=1.0, description="Std of the Gaussian noise images start from.")
+    jitter: NonNegativeInt = Field(default=2, le=8, description="Random rolls of up to this many pixels per step.")
+    ce_weight: NonNegativeFloat = Field(default=1.0, description="Cross-entropy to the target (or pseudo) class.")
+    bn_weight: NonNegativeFloat = Field(default=50.0, description="BatchNorm statistics matching, mean over layers.")
+    first_bn_weight: PositiveFloat = Field(default=5.0, description="Extra factor on the first BatchNorm layer.")
+    tv_weight: NonNegativeFloat = Field(default=0.1, description="Total-variation prior (L1).")
+    l2_weight: NonNegativeFloat = Field(default=1e-3, description="L2 prior on the pixels.")
+    disagreement_weight: NonNegativeFloat = Field(
+        default=0.0,
+        description="Rewards teacher-student disagreement (JS) against a proxy student trained alongside: "
+        "Adaptive DeepInversion (inversion) or the adversarial generator (generator).",
+    )
+    proxy_steps: PositiveInt = Field(default=50, description="Proxy-student KD steps after each block or 10 steps.")
+    activation_weight: NonNegativeFloat = Field(default=0.1, description="generator (DAFL): feature activation term.")
+    entropy_weight: NonNegativeFloat = Field(default=5.0, description="generator (DAFL): class-balance entropy term.")
+    latent_dim: PositiveInt = Field(default=100, description="generator: size of the noise vector z.")
+    checks: SynthChecks = SynthChecks()
+
+    @model_validator(mode="after")
+    def _whole_batches(self) -> SynthConfig:
+        if self.images % self.batch_size:
+            raise ValueError(f"synth.images ({self.images}) must be a multiple of synth.batch_size ({self.batch_size})")
+        return self
 
 
 class Term(Section):
@@ -306,6 +365,7 @@ class Paths(Section):
     prepared: Path = Path("data/prepared")
     teachers: Path = Field(default=Path("models/teachers"), description="One directory per teacher, by name.")
     transfer: Path = Path("data/transfer")
+    synthetic: Path = Field(default=Path("data/synthetic"), description="The synthesize stage's images.")
     student_kd: Path = Path("models/student_kd")
     student_scratch: Path = Path("models/student_scratch")
     metrics: Path = Path("metrics")
@@ -325,6 +385,7 @@ class Params(Section):
     data: DataConfig
     teachers: dict[str, TeacherConfig] = Field(min_length=1, description="The teachers, by name.")
     transfer: TransferConfig = TransferConfig()
+    synth: SynthConfig = SynthConfig()
     student: StudentConfig
     distill: DistillConfig = DistillConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
@@ -358,6 +419,16 @@ class Params(Section):
                     f"which is not in teachers ({', '.join(self.teachers)})"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _synth_teacher_known(self) -> Params:
+        if self.synth.teacher is not None and self.synth.teacher not in self.teachers:
+            raise ValueError(f"synth.teacher {self.synth.teacher!r} is not in teachers ({', '.join(self.teachers)})")
+        return self
+
+    def synth_teacher(self) -> str:
+        """The teacher the synthetic data is made from."""
+        return self.synth.teacher or next(iter(self.teachers))
 
     def teacher_seed(self, name: str) -> int:
         """The seed a teacher trains with: the global seed plus its own."""

@@ -38,15 +38,18 @@ def key_of(value: Any) -> str:
 def stage_keys(raw: dict) -> dict[str, str]:
     """The output key of each stage (teachers one by one): a hash of the params it reads."""
     common = {"seed": raw["seed"], "data": raw["data"], "threads": raw.get("cpu_threads"), "device": raw["device"]}
-    transfer = {k: v for k, v in raw.get("transfer", {}).items() if k != "ensemble"}
+    transfer = raw.get("transfer", {})
+    scratch_transfer = {k: v for k, v in transfer.items() if k not in ("ensemble", "source", "synthetic_share")}
     keys = {"prepare": key_of({"seed": raw["seed"], "data": raw["data"]})}
     for name, teacher in raw["teachers"].items():
         keys[f"teacher@{name}"] = key_of({**common, "teacher": teacher})
     keys["teachers"] = key_of({**common, "teachers": raw["teachers"]})
-    keys["build_transfer"] = key_of({**common, "teachers": raw["teachers"], "transfer": raw.get("transfer")})
-    keys["train_student_scratch"] = key_of({**common, "transfer": transfer, "student": raw["student"]})
-    keys["distill"] = key_of({**common, "teachers": raw["teachers"], "transfer": raw.get("transfer"),
-                              "student": raw["student"], "distill": raw.get("distill")})  # fmt: skip
+    keys["synthesize"] = key_of({**common, "teachers": raw["teachers"], "synth": raw.get("synth"),
+                                 "source": transfer.get("source"), "student": raw["student"]})  # fmt: skip
+    made = {"teachers": raw["teachers"], "transfer": transfer, "synth": keys["synthesize"]}
+    keys["build_transfer"] = key_of({**common, **made})
+    keys["train_student_scratch"] = key_of({**common, "transfer": scratch_transfer, "student": raw["student"]})
+    keys["distill"] = key_of({**common, **made, "student": raw["student"], "distill": raw.get("distill")})
     return keys
 
 
@@ -69,6 +72,7 @@ class Sweep:
         dirs = {
             "prepare": self.work / "prepared" / keys["prepare"],
             "teachers": self.work / "teacher_sets" / keys["teachers"],
+            "synthesize": self.work / "synthetic" / keys["synthesize"],
             "build_transfer": self.work / "transfer" / keys["build_transfer"],
             "train_student_scratch": self.work / "scratch" / keys["train_student_scratch"],
             "distill": self.work / "distilled" / keys["distill"],
@@ -78,6 +82,7 @@ class Sweep:
         raw["paths"] = {
             "prepared": str(dirs["prepare"]),
             "teachers": str(dirs["teachers"]),
+            "synthetic": str(dirs["synthesize"]),
             "transfer": str(dirs["build_transfer"]),
             "student_scratch": str(dirs["train_student_scratch"]),
             "student_kd": str(dirs["distill"]),
@@ -106,7 +111,7 @@ class Sweep:
         params, dirs = self.params_for(overrides, seed, run_dir)
         self.log(f"{name}, seed {seed}")
         seconds: dict[str, float] = {}
-        self._timed("prepare", dirs["prepare"], "meta.json", lambda: get_stage("prepare")(params))
+        seconds["prepare"] = self._timed("prepare", dirs["prepare"], "meta.json", lambda: get_stage("prepare")(params))
         link_dir = dirs["teachers"]
         link_dir.mkdir(parents=True, exist_ok=True)
         for teacher in params.teachers:
@@ -122,13 +127,16 @@ class Sweep:
             target = link_dir / teacher
             if not target.is_symlink():
                 target.symlink_to(home.resolve(), target_is_directory=True)
-        for stage, marker in (("build_transfer", "summary.json"), ("train_student_scratch", "model.json"),
-                              ("distill", "model.json")):  # fmt: skip
+        finished = {"synthesize": "summary.json", "build_transfer": "summary.json"}
+        finished.update(train_student_scratch="model.json", distill="model.json")
+        for stage, marker in finished.items():
             seconds[stage] = self._timed(stage, dirs[stage], marker, lambda stage=stage: get_stage(stage)(params))
         get_stage("evaluate")(params)
         summary = read_json(run_dir / "metrics" / "summary.json")
         kd, scratch = summary["student_kd"], summary["student_scratch"]
         generations = read_json(dirs["distill"] / "model.json")["config"].get("generations", [])
+        synthesis = read_json(dirs["synthesize"] / "summary.json")
+        synth_seconds = read_json(dirs["synthesize"].parent / f"{dirs['synthesize'].name}.seconds.json")["seconds"]
         row = {
             "method": name,
             "seed": seed,
@@ -147,6 +155,15 @@ class Sweep:
             "distill_s": seconds["distill"],
             "scratch_s": seconds["train_student_scratch"],
             "teachers_s": round(sum(v for k, v in seconds.items() if k.startswith("teacher ")), 2),
+            "transfer_source": params.transfer.source,
+            "transfer_real_samples": summary["transfer_set"]["real_samples"],
+            "transfer_synthetic_samples": summary["transfer_set"]["synthetic_samples"],
+            "synth_method": synthesis["method"] or "",
+            "synth_images": synthesis["images"],
+            "synth_steps": params.synth.steps if synthesis["method"] else 0,
+            "synthesize_s": synth_seconds if synthesis["method"] else 0.0,
+            "build_transfer_s": seconds["build_transfer"],
+            "prepare_s": seconds["prepare"],
         }
         return row
 

@@ -58,6 +58,7 @@ def tiny_raw(root: Path | None = None, **overrides: object) -> dict:
             "prepared": str(root / "data/prepared"),
             "teachers": str(root / "models/teachers"),
             "transfer": str(root / "data/transfer"),
+            "synthetic": str(root / "data/synthetic"),
             "student_kd": str(root / "models/student_kd"),
             "student_scratch": str(root / "models/student_scratch"),
             "metrics": str(root / "metrics"),

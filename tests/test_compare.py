@@ -20,7 +20,8 @@ def test_stage_keys_change_only_where_the_params_do() -> None:
     other_teacher = with_two_teachers(tiny_raw())
     other_teacher["teachers"]["mlp"]["seed"] = 7
     changed = stage_keys(other_teacher)
-    assert sorted(k for k in keys if keys[k] != changed[k]) == ["build_transfer", "distill", "teacher@mlp", "teachers"]
+    differ = sorted(k for k in keys if keys[k] != changed[k])
+    assert differ == ["build_transfer", "distill", "synthesize", "teacher@mlp", "teachers"]
 
 
 def test_verdicts() -> None:

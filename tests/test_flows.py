@@ -131,7 +131,7 @@ def test_real_pipeline_completes_commits_and_publishes(prefect_server, tmp_path:
     order = [s["stage"] for s in result["stages"]]
     teachers = ["train_teacher@cnn", "train_teacher@mlp"]
     assert sorted(order) == sorted(
-        ["prepare", *teachers, "build_transfer", "distill", "train_student_scratch", "evaluate"]
+        ["prepare", *teachers, "synthesize", "build_transfer", "distill", "train_student_scratch", "evaluate"]
     )
     assert all(s["ran"] for s in result["stages"])
     # the DAG order is kept, and the two independent teachers ran side by side

@@ -21,11 +21,19 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_repro_change_one_param_and_diff(repo: Path) -> None:
     first = sh(repo, "dvc", "repro")
-    stages = ("prepare", "train_teacher@cnn", "train_teacher@mlp", "build_transfer", "distill", "train_student_scratch")
+    stages = (
+        "prepare",
+        "train_teacher@cnn",
+        "train_teacher@mlp",
+        "synthesize",
+        "build_transfer",
+        "distill",
+        "train_student_scratch",
+    )
     for stage in (*stages, "evaluate"):
         assert f"Running stage '{stage}'" in first.stdout
     summary = json.loads((repo / "metrics/summary.json").read_text())
-    assert set(summary) == {"teacher", "teacher/cnn", "teacher/mlp", "student_scratch", "student_kd"}
+    assert set(summary) == {"teacher", "teacher/cnn", "teacher/mlp", "student_scratch", "student_kd", "transfer_set"}
     assert "ensemble (mean of 2)" in (repo / "reports/report.md").read_text()
     # DVC owns the large outputs: git sees only their .gitignore entries, never the files
     untracked = sh(repo, "git", "status", "--porcelain", "--untracked-files=all").stdout
@@ -38,7 +46,14 @@ def test_repro_change_one_param_and_diff(repo: Path) -> None:
     raw["distill"]["temperature"] = 2.0
     (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     second = sh(repo, "dvc", "repro")
-    for stage in ("prepare", "train_teacher@cnn", "train_teacher@mlp", "build_transfer", "train_student_scratch"):
+    for stage in (
+        "prepare",
+        "train_teacher@cnn",
+        "train_teacher@mlp",
+        "synthesize",
+        "build_transfer",
+        "train_student_scratch",
+    ):
         assert f"Stage '{stage}' didn't change, skipping" in second.stdout, second.stdout
     assert "Running stage 'distill'" in second.stdout and "Running stage 'evaluate'" in second.stdout
 

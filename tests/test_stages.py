@@ -47,7 +47,13 @@ def test_every_stage_writes_its_outputs(tmp_path: Path) -> None:
 
     summary = json.loads((tmp_path / "metrics/summary.json").read_text())
     keys = {"accuracy", "nll", "ece", "agreement", "params", "size_bytes", "latency_ms_b1", "latency_ms_b256"}
-    assert set(summary) == {"teacher", "teacher/cnn", "student_scratch", "student_kd"}
+    assert set(summary) == {"teacher", "teacher/cnn", "student_scratch", "student_kd", "transfer_set"}
+    assert summary.pop("transfer_set") == {
+        "real_samples": 400,
+        "synthetic_samples": 0,
+        "views_per_sample": 2,
+        "scratch_samples": 400,
+    }
     assert summary["teacher"] == {
         **summary["teacher/cnn"],
         **{k: summary["teacher"][k] for k in keys if "latency" in k},
@@ -144,7 +150,7 @@ def test_ensemble_of_two_teachers_is_built_evaluated_and_reported(tmp_path: Path
     assert model["config"]["train_samples"] == 320  # subset 0.8 of 400
 
     summary = json.loads((tmp_path / "metrics/summary.json").read_text())
-    assert set(summary) == {"teacher", "teacher/cnn", "teacher/mlp", "student_scratch", "student_kd"}
+    assert set(summary) == {"teacher", "teacher/cnn", "teacher/mlp", "student_scratch", "student_kd", "transfer_set"}
     team, cnn, mlp = summary["teacher"], summary["teacher/cnn"], summary["teacher/mlp"]
     assert team["params"] == cnn["params"] + mlp["params"]
     assert team["size_bytes"] == cnn["size_bytes"] + mlp["size_bytes"]

@@ -86,3 +86,46 @@ def save_curves_png(path: Path, runs: dict[str, Path], metrics: list[str]) -> No
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+def save_sample_grid(
+    path: Path,
+    images: torch.Tensor,
+    predicted: torch.Tensor,
+    class_names: list[str],
+    mean: list[float],
+    std: list[float],
+    title: str,
+    per_class: int = 8,
+) -> None:
+    """A grid with one row per class: up to `per_class` images the teacher assigns to that class.
+
+    images: (N, C, H, W) normalised with `mean` / `std`; predicted: (N,) the teacher's classes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m, s = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+    pixels = (images * s + m).clamp(0, 1)  # back to [0, 1]
+    rows = len(class_names)
+    fig, axes = plt.subplots(rows, per_class, figsize=(0.9 * per_class, 0.95 * rows + 0.4), squeeze=False)
+    for k, name in enumerate(class_names):
+        chosen = (predicted == k).nonzero().flatten()[:per_class]
+        for j in range(per_class):
+            ax = axes[k][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_visible(False)
+            if j < len(chosen):
+                img = pixels[chosen[j]]
+                shown = img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)
+                ax.imshow(shown.numpy(), cmap="gray" if img.shape[0] == 1 else None, vmin=0, vmax=1)
+            if j == 0:
+                ax.set_ylabel(f"{name} ({len((predicted == k).nonzero())})", fontsize=7, rotation=0, ha="right")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90, metadata={"Software": None})
+    plt.close(fig)

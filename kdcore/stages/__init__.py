@@ -8,7 +8,15 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-STAGE_NAMES = ("prepare", "train_teacher", "build_transfer", "distill", "train_student_scratch", "evaluate")
+STAGE_NAMES = (
+    "prepare",
+    "train_teacher",
+    "synthesize",
+    "build_transfer",
+    "distill",
+    "train_student_scratch",
+    "evaluate",
+)
 
 
 def get_stage(name: str) -> Callable[..., None]:

@@ -15,9 +15,10 @@ from kdcore.checkpoint import WEIGHTS, load_model_dir
 from kdcore.config import Params
 from kdcore.data.prepared import load_meta
 from kdcore.data.validate import Check, validate_or_fail
+from kdcore.errors import DataError
 from kdcore.losses.hinton import UNLABELED
 from kdcore.runtime import resolve_device
-from kdcore.stages.transfer_set import transfer_images, transfer_sources
+from kdcore.stages.transfer_set import transfer_pool
 from kdcore.transfer.ensemble import combine_logits
 from kdcore.transfer.views import (
     Views,
@@ -29,23 +30,30 @@ from kdcore.transfer.views import (
 )
 
 
-def soft_label_checks(num_classes: int, min_mean_confidence: float) -> list[Check]:
+def soft_label_checks(num_classes: int, min_mean_confidence: float, every_class: bool = True) -> list[Check]:
+    """Probabilities in [0, 1] summing to 1, the mean confidence floor, and (for real data) every class
+    among the teacher's predictions; a synthetic pool's class shares are checked by `synthesize`
+    against synth.checks.min_class_share instead."""
     checks: list[Check] = []
     for k in range(num_classes):
         checks.append(("ExpectColumnValuesToNotBeNull", {"column": f"p{k}"}))
         checks.append(("ExpectColumnValuesToBeBetween", {"column": f"p{k}", "min_value": 0.0, "max_value": 1.0}))
     checks += [
         ("ExpectColumnValuesToBeBetween", {"column": "row_sum", "min_value": 1 - 1e-4, "max_value": 1 + 1e-4}),
-        ("ExpectColumnDistinctValuesToEqualSet", {"column": "argmax", "value_set": list(range(num_classes))}),
         ("ExpectColumnMeanToBeBetween", {"column": "confidence", "min_value": min_mean_confidence, "max_value": 1.0}),
     ]
+    if every_class:
+        checks.append(
+            ("ExpectColumnDistinctValuesToEqualSet", {"column": "argmax", "value_set": list(range(num_classes))})
+        )
     return checks
 
 
 def teacher_logits(
     params: Params, name: str, images: torch.Tensor, views: Views, data_sha: str, fill: torch.Tensor
-) -> tuple[torch.Tensor, dict]:
-    """One teacher's logits on every view, from the cache when this teacher, data and views were seen."""
+) -> tuple[torch.Tensor, dict, bool]:
+    """One teacher's logits on every view, from the cache when this teacher, data and views were seen;
+    whether they came from the cache is returned, not stored, so the stage's outputs do not depend on it."""
     teacher_dir = params.paths.teachers / name
     teacher_sha = sha256_file(teacher_dir / WEIGHTS)
     key = cache_key(teacher_sha, data_sha, views)
@@ -56,7 +64,7 @@ def teacher_logits(
         return teacher_logits_on_views(teacher, images, views, fill, device)
 
     logits, was_cached = cached_teacher_logits(params.paths.work / "cache" / "teacher_logits", key, compute)
-    return logits, {"cache_key": key, "teacher_sha256": teacher_sha, "cached": was_cached}
+    return logits, {"cache_key": key, "teacher_sha256": teacher_sha}, was_cached
 
 
 def view_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float | None:
@@ -70,15 +78,20 @@ def run(params: Params) -> None:
     cfg = params.transfer
     out = params.paths.transfer
     prepared = load_meta(params.paths.prepared)
-    images, labels = transfer_images(params)
+    pool = transfer_pool(params)
+    if len(pool.images) == 0:
+        raise DataError(f"transfer.source={cfg.source!r}: the transfer set is empty; synth.images must be at least 1")
+    images = pool.images
     views = make_views(len(images), cfg.views, cfg.shift, params.seed)
-    view_labels = labels[views.src]
-    data_sha = ":".join(prepared.meta["sha256"][s] for s in transfer_sources(params))
+    view_labels = pool.labels[views.src]
+    data_sha = pool.data_sha
 
     members: dict[str, torch.Tensor] = {}
     teachers: dict[str, dict] = {}
+    cached = 0
     for name in params.teachers:
-        members[name], teachers[name] = teacher_logits(params, name, images, views, data_sha, prepared.fill)
+        members[name], teachers[name], was_cached = teacher_logits(params, name, images, views, data_sha, prepared.fill)
+        cached += was_cached
         teachers[name]["accuracy_on_views"] = view_accuracy(members[name], view_labels)
     ensemble = cfg.ensemble
     if len(members) == 1:
@@ -89,7 +102,12 @@ def run(params: Params) -> None:
 
     table = soft_label_table(logits)
     validate_or_fail(
-        {"soft_labels": (table, soft_label_checks(prepared.num_classes, cfg.min_mean_confidence))},
+        {
+            "soft_labels": (
+                table,
+                soft_label_checks(prepared.num_classes, cfg.min_mean_confidence, cfg.source == "real"),
+            )
+        },
         suite="build_transfer",
         report_path=params.paths.reports / "validation" / "build_transfer.html",
     )
@@ -103,7 +121,9 @@ def run(params: Params) -> None:
     summary = {
         "views": len(views.src),
         "samples": len(images),
-        "sources": transfer_sources(params),
+        "source": cfg.source,
+        "real_samples": pool.real,
+        "synthetic_samples": pool.synthetic,
         "labeled_views": int((view_labels != UNLABELED).sum()),
         "ensemble": ensemble.model_dump(mode="json") if len(members) > 1 else None,
         "teacher_accuracy_on_views": view_accuracy(logits, view_labels),
@@ -112,10 +132,10 @@ def run(params: Params) -> None:
         "teachers": teachers,
     }
     write_json(out / "summary.json", summary)
-    cached = sum(t["cached"] for t in teachers.values())
     combined = f"{ensemble.method} of {len(members)} teachers" if len(members) > 1 else f"teacher {next(iter(members))}"
     print(
-        f"build_transfer: {len(images)} samples x {cfg.views} views = {len(views.src)} views, "
+        f"build_transfer: {len(images)} samples ({pool.real} real, {pool.synthetic} synthetic) "
+        f"x {cfg.views} views = {len(views.src)} views, "
         f"soft labels from the {combined} ({cached} of {len(members)} from cache); "
         f"mean confidence {summary['mean_confidence']:.3f} -> {out}"
     )

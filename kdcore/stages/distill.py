@@ -27,7 +27,7 @@ GENERATION_SEED_STEP = 1_000  # generation g trains with seed + (g - 1) * this: 
 def run(params: Params) -> None:
     cfg = params.distill
     device = resolve_device(params.device)
-    views = load_views(params, with_teacher=True)
+    views = load_views(params)
     objective = Objective([t.model_dump(mode="json") for t in cfg.terms], cfg.temperature)
     prepare = None
     if objective.needs_teacher_features:

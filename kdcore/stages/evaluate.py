@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from kdcore.artifacts import atomic_path, write_json, write_text
+from kdcore.artifacts import atomic_path, read_json, write_json, write_text
 from kdcore.checkpoint import WEIGHTS, load_model_dir
 from kdcore.config import Params
 from kdcore.data.prepared import load_meta, load_split
@@ -30,7 +30,22 @@ def teacher_label(params: Params) -> str:
     return f"ensemble ({params.transfer.ensemble.method} of {len(params.teachers)})"
 
 
-def render_report(summary: dict[str, dict[str, float]], meta: dict, params: Params) -> str:
+def transfer_set_label(transfer_set: dict[str, int], synth_method: str | None) -> str:
+    """What the distilled student learned from, in words."""
+    real, synthetic = transfer_set["real_samples"], transfer_set["synthetic_samples"]
+    parts = []
+    if real:
+        parts.append(f"{real:,} real")
+    if synthetic:
+        parts.append(
+            f"{synthetic:,} synthetic (`{synth_method}`, never a real image)"
+            if not real
+            else f"{synthetic:,} synthetic (`{synth_method}`)"
+        )
+    return f"{' and '.join(parts)} transfer images x {transfer_set['views_per_sample']} views"
+
+
+def render_report(summary: dict[str, dict[str, float]], meta: dict, params: Params, synth_method: str | None) -> str:
     rows = [
         "| model | accuracy | NLL | ECE | agreement | parameters | size (KiB) | latency b1 (ms) | latency b256 (ms) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -56,6 +71,15 @@ def render_report(summary: dict[str, dict[str, float]], meta: dict, params: Para
             f"Soft labels from the {teacher_label(params)}, student `{params.student.model.name}`, "
             f"loss {terms} at T={params.distill.temperature:g}{born_again}, "
             f"{params.transfer.views} views per transfer sample. Agreement is with the {teacher_label(params)}.",
+            "",
+            f"The distilled student learned from {transfer_set_label(summary['transfer_set'], synth_method)}; "
+            f"the scratch student from the {summary['transfer_set']['scratch_samples']:,} real transfer images, "
+            "hard labels only."
+            + (
+                " Samples of the synthetic images: [plots/synthetic_samples.png](../plots/synthetic_samples.png)."
+                if summary["transfer_set"]["synthetic_samples"]
+                else ""
+            ),
             "",
             *rows,
             "",
@@ -129,8 +153,17 @@ def run(params: Params) -> None:
     curves = {f"teacher {name}": paths.live / "teachers" / name for name in members}
     curves.update({LABELS[k]: paths.live / k for k in STUDENT_KEYS})
     save_curves_png(paths.plots / "training_curves.png", curves, ["eval/accuracy", "train/accuracy", "train/loss"])
+    transfer = read_json(paths.transfer / "summary.json")
+    synth = read_json(paths.synthetic / "summary.json")
+    summary["transfer_set"] = {
+        "real_samples": transfer["real_samples"],
+        "synthetic_samples": transfer["synthetic_samples"],
+        "views_per_sample": params.transfer.views,
+        "scratch_samples": (prepared.meta["sizes"]["transfer"] if params.transfer.labeled else 0)
+        + (prepared.meta["sizes"]["teacher_train"] if params.transfer.include_teacher_train else 0),
+    }
     write_json(paths.metrics / "summary.json", summary)
-    write_text(paths.reports / "report.md", render_report(summary, prepared.meta, params))
+    write_text(paths.reports / "report.md", render_report(summary, prepared.meta, params, synth.get("method")))
 
     kd, scratch = summary["student_kd"]["accuracy"], summary["student_scratch"]["accuracy"]
     each = ", ".join(f"{name} {summary[f'teacher/{name}']['accuracy']:.4f}" for name in members)

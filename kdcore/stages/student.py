@@ -18,17 +18,28 @@ from kdcore.data.prepared import load_meta, load_split
 from kdcore.models import build_model, count_params
 from kdcore.runtime import resolve_device, seed_everything
 from kdcore.stages.common import training_checkpoint
-from kdcore.stages.transfer_set import transfer_images
+from kdcore.stages.transfer_set import transfer_images, transfer_pool
 from kdcore.training import LossFn, ViewSet, fit
+from kdcore.transfer.views import make_views
 
 
-def load_views(params: Params, with_teacher: bool) -> ViewSet:
-    """The transfer views from build_transfer; with the (ensemble) teacher's logits on them if asked."""
+def load_views(params: Params) -> ViewSet:
+    """The transfer views from build_transfer (real and/or synthetic images), with the (ensemble)
+    teacher's logits on them."""
     prepared = load_meta(params.paths.prepared)
-    images, _ = transfer_images(params)
+    pool = transfer_pool(params)
     views = load_tensors(params.paths.transfer / "views.safetensors")
-    logits = load_tensors(params.paths.transfer / "teacher_logits.safetensors")["logits"] if with_teacher else None
-    return ViewSet(images, views["src"], views["dx"], views["dy"], views["y"], prepared.fill, logits)
+    logits = load_tensors(params.paths.transfer / "teacher_logits.safetensors")["logits"]
+    return ViewSet(pool.images, views["src"], views["dx"], views["dy"], views["y"], prepared.fill, logits)
+
+
+def scratch_views(params: Params) -> ViewSet:
+    """The scratch baseline's views: the real transfer split, shifted as build_transfer shifts it,
+    whatever transfer.source is, so the baseline stays the same when the distilled student's data changes."""
+    prepared = load_meta(params.paths.prepared)
+    images, labels = transfer_images(params)
+    views = make_views(len(images), params.transfer.views, params.transfer.shift, params.seed)
+    return ViewSet(images, views.src, views.dx, views.dy, labels[views.src], prepared.fill)
 
 
 def train_student(

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from kdcore.config import Params
 from kdcore.losses import LOSSES
-from kdcore.stages.student import load_views, save_student, train_student
+from kdcore.stages.student import save_student, scratch_views, train_student
 from kdcore.training import ViewSet
 
 
 def run(params: Params) -> None:
-    views = load_views(params, with_teacher=False)
+    views = scratch_views(params)
     labeled = views.y >= 0
     # only views whose sample carries a label: the scratch student has nothing else to learn from
     views = ViewSet(views.x, views.src[labeled], views.dx[labeled], views.dy[labeled], views.y[labeled], views.fill)
