@@ -62,9 +62,17 @@ def test_every_stage_writes_its_outputs(tmp_path: Path) -> None:
     assert summary["teacher"]["agreement"] == 1.0
     assert summary["teacher"]["accuracy"] > 0.5  # 6 epochs on 400 digits: far above chance (0.1)
     assert summary["student_kd"]["params"] < summary["teacher"]["params"]
+    per_class = json.loads((tmp_path / "metrics/per_class.json").read_text())
+    assert set(per_class) == {"teacher", "teacher/cnn", "student_scratch", "student_kd"}
+    test_y = load_tensors(tmp_path / "data/prepared/test.safetensors")["y"]
+    counts = torch.bincount(test_y, minlength=10).double()
+    for model, by_class in per_class.items():
+        assert len(by_class) == 10
+        weighted = sum(counts[k] * acc for k, acc in enumerate(by_class.values())) / counts.sum()
+        assert abs(float(weighted) - summary[model]["accuracy"]) < 1e-4, model
     report = (tmp_path / "reports/report.md").read_text()
-    assert "student (distilled)" in report and "points" in report
-    for png in ("confusion.png", "training_curves.png"):
+    assert "student (distilled)" in report and "points" in report and "per_class_accuracy.png" in report
+    for png in ("confusion.png", "training_curves.png", "per_class_accuracy.png", "synthetic_samples.png"):
         assert (tmp_path / "plots" / png).read_bytes()[:4] == b"\x89PNG"
     confusion = pd.read_csv(tmp_path / "plots/confusion.csv")
     assert list(confusion.columns) == ["actual", "predicted"] and len(confusion) == 300

@@ -129,3 +129,34 @@ def save_sample_grid(
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90, metadata={"Software": None})
     plt.close(fig)
+
+
+def per_class_accuracy(y: torch.Tensor, pred: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(classes,) share of each class's test samples predicted correctly (NaN for a class with none)."""
+    total = torch.bincount(y, minlength=num_classes).double()
+    correct = torch.bincount(y[pred == y], minlength=num_classes).double()
+    return torch.where(total > 0, correct / total.clamp_min(1), torch.nan)
+
+
+def save_per_class_png(path: Path, accuracy: dict[str, list[float]], class_names: list[str]) -> None:
+    """A heatmap: one row per model, one column per class, the test accuracy in each cell."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(accuracy)
+    grid = torch.tensor([accuracy[n] for n in names], dtype=torch.float64)  # (models, classes)
+    fig, ax = plt.subplots(figsize=(0.6 * len(class_names) + 2.8, 0.45 * len(names) + 1.2))
+    ax.imshow(grid.numpy(), cmap="RdYlGn", vmin=max(0.0, float(torch.nan_to_num(grid, 1.0).min()) - 0.05), vmax=1)
+    ax.set_xticks(range(len(class_names)), class_names, fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_xlabel("class")
+    for i in range(len(names)):
+        for j in range(len(class_names)):
+            ax.text(j, i, f"{grid[i, j] * 100:.0f}", ha="center", va="center", fontsize=7)
+    ax.set_title("test accuracy per class (%)", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)

@@ -14,7 +14,13 @@ from kdcore.checkpoint import WEIGHTS, load_model_dir
 from kdcore.config import Params
 from kdcore.data.prepared import load_meta, load_split
 from kdcore.evaluate.metrics import latency_ms, quality_metrics
-from kdcore.evaluate.plots import confusion_matrix, save_confusion_png, save_curves_png
+from kdcore.evaluate.plots import (
+    confusion_matrix,
+    per_class_accuracy,
+    save_confusion_png,
+    save_curves_png,
+    save_per_class_png,
+)
 from kdcore.inference import predict_logits
 from kdcore.models import count_params
 from kdcore.transfer.ensemble import Ensemble
@@ -95,6 +101,10 @@ def render_report(summary: dict[str, dict[str, float]], meta: dict, params: Para
             "",
             "![training curves](../plots/training_curves.png)",
             "",
+            "Test accuracy per class (which classes a student lost; figures in `metrics/per_class.json`):",
+            "",
+            "![test accuracy per class](../plots/per_class_accuracy.png)",
+            "",
         ]
     )
 
@@ -150,6 +160,17 @@ def run(params: Params) -> None:
     with atomic_path(paths.plots / "confusion.csv") as tmp:
         frame.to_csv(tmp, index=False)
     save_confusion_png(paths.plots / "confusion.png", matrices, names)
+    per_class = {
+        key: [round(float(a), 6) for a in per_class_accuracy(test.y, logits[key].argmax(1), num_classes)]
+        for key in models
+    }
+    write_json(
+        paths.metrics / "per_class.json", {key: dict(zip(names, acc, strict=True)) for key, acc in per_class.items()}
+    )
+    shown_rows = {
+        (teacher_label(params) if key == "teacher" else LABELS.get(key, key)): acc for key, acc in per_class.items()
+    }
+    save_per_class_png(paths.plots / "per_class_accuracy.png", shown_rows, names)
     curves = {f"teacher {name}": paths.live / "teachers" / name for name in members}
     curves.update({LABELS[k]: paths.live / k for k in STUDENT_KEYS})
     save_curves_png(paths.plots / "training_curves.png", curves, ["eval/accuracy", "train/accuracy", "train/loss"])
