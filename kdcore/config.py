@@ -171,12 +171,22 @@ class EnsembleConfig(Section):
 
 
 class TransferConfig(Section):
+    """The transfer set: which images, how many views of each, and the soft-label checks."""
+
     source: Literal["real", "synthetic", "mixed"] = Field(
         default="real",
         description="real: the transfer split | synthetic: the synthesize stage's images only | mixed: both.",
     )
     synthetic_share: float = Field(
         default=0.5, gt=0.0, lt=1.0, description="source=mixed: share of the transfer samples that are synthetic."
+    )
+    exclude_classes: list[str] = Field(
+        default_factory=list,
+        description="Class names left out of the transfer set (real: by label; synthetic: "
+        "by the teacher's prediction).",
+    )
+    max_per_class: PositiveInt | None = Field(
+        default=None, description="Keep at most this many transfer samples of each class (the first ones)."
     )
     views: PositiveInt = Field(default=1, le=256, description="Views per sample; view 0 is the image itself.")
     shift: NonNegativeInt = Field(default=2, le=8, description="Views 1.. are random shifts of up to this many pixels.")
@@ -190,6 +200,12 @@ class TransferConfig(Section):
         default=0.5, ge=0.0, le=1.0, description="Soft-label check: mean max-probability floor."
     )
     ensemble: EnsembleConfig = EnsembleConfig()
+
+    @field_validator("exclude_classes", mode="before")
+    @classmethod
+    def _names_as_text(cls, value: Any) -> Any:
+        """YAML reads `[3, 7]` as numbers; class names are text (the digits' names are "0".."9")."""
+        return [str(v) for v in value] if isinstance(value, list) else value
 
 
 class SynthChecks(Section):

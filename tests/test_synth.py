@@ -217,3 +217,25 @@ def test_the_synthesize_stage_depends_on_no_real_split() -> None:
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["synthesize"]
     data_deps = [d for d in stage["deps"] if d.startswith("${paths.")]
     assert data_deps == ["${paths.prepared}/meta.json", "${paths.teachers}"]
+
+
+def test_class_filters_leave_out_and_cap_classes(trained: Path, tmp_path: Path) -> None:
+    root = copy_project(trained, tmp_path)
+    raw = synth_raw(root, "inversion")
+    raw["transfer"].update(source="mixed", synthetic_share=0.5, exclude_classes=[3, 7], max_per_class=20)
+    params = parse_params(raw)
+    get_stage("synthesize")(params)
+    get_stage("build_transfer")(params)
+    transfer = json.loads((root / "data/transfer/summary.json").read_text())
+    assert transfer["real_samples"] == 8 * 20  # 8 classes left, 20 of each
+    views = load_tensors(root / "data/transfer/views.safetensors")
+    real_labels = views["y"][views["y"] >= 0]
+    assert not torch.isin(real_labels, torch.tensor([3, 7])).any()
+    assert torch.bincount(real_labels, minlength=10).max() <= 20 * 2  # two views of each sample
+    pool = load_tensors(root / "data/synthetic/images.safetensors")
+    kept = pool["predicted"][~torch.isin(pool["predicted"], torch.tensor([3, 7]))]
+    assert transfer["synthetic_samples"] == min(len(kept), 160)  # synthetic by the teacher's prediction
+
+    raw["transfer"]["exclude_classes"] = ["eleven"]
+    with pytest.raises(ConfigError, match="transfer.exclude_classes: unknown class 'eleven'; classes: 0, 1"):
+        get_stage("build_transfer")(parse_params(raw))

@@ -3,8 +3,9 @@
 Reads the teacher (`synth.teacher`, default the first) and `meta.json` of the prepared data (input
 shape, classes, normalisation); no real split is ever opened (dvc.yaml lists exactly these deps).
 Writes `images.safetensors` (the pool: `x` normalised images, `target` the class each was made
-for, -1 if none) and `summary.json`, checks the pool with Great Expectations, draws a grid of
-samples per class, and records the synthesis time in metrics/synthesis.json. With
+for, -1 if none, `predicted` the teacher's class) and `summary.json`, checks the pool with Great
+Expectations, draws a grid of samples per class, and records the synthesis time in
+metrics/synthesis.json. With
 `transfer.source: real` nothing is synthesised: the pool is empty and the checks are skipped.
 """
 
@@ -53,7 +54,8 @@ def run(params: Params) -> None:
     if params.transfer.source == "real":
         c, h, w = prepared.input_shape
         save_tensors(
-            out / "images.safetensors", {"x": torch.zeros(0, c, h, w), "target": torch.zeros(0, dtype=torch.long)}
+            out / "images.safetensors",
+            {"x": torch.zeros(0, c, h, w), **{k: torch.zeros(0, dtype=torch.long) for k in ("target", "predicted")}},
         )
         write_json(out / "summary.json", {"method": None, "images": 0, "reason": "transfer.source is real"})
         write_json(metrics_path, {"images": 0, "seconds": 0.0})
@@ -120,7 +122,7 @@ def run(params: Params) -> None:
         ),
     }
     # the pool is written before the checks: a failing check leaves it for inspection, the stage still fails
-    save_tensors(out / "images.safetensors", {"x": pool.images, "target": pool.targets})
+    save_tensors(out / "images.safetensors", {"x": pool.images, "target": pool.targets, "predicted": predicted})
     write_json(out / "summary.json", summary)
     save_sample_grid(
         grid,

@@ -9,6 +9,7 @@ import torch
 from kdcore.artifacts import load_tensors, sha256_tensors
 from kdcore.config import Params
 from kdcore.data.prepared import load_meta, load_split
+from kdcore.errors import ConfigError
 from kdcore.losses.hinton import UNLABELED
 
 
@@ -47,20 +48,50 @@ def synthetic_count(available: int, real: int, share: float) -> int:
     return min(available, round(real * share / (1 - share)))
 
 
+def class_filter(classes: torch.Tensor, exclude: list[int], max_per_class: int | None) -> torch.Tensor:
+    """(N,) bool: keep samples whose class is not excluded, at most `max_per_class` of each (the first ones)."""
+    keep = ~torch.isin(classes, torch.tensor(exclude, dtype=torch.long))
+    if max_per_class is not None:
+        for k in classes.unique():
+            members = (classes == k).nonzero().flatten()
+            keep[members[max_per_class:]] = False
+    return keep
+
+
+def excluded_indices(class_names: list[str], exclude: list[str]) -> list[int]:
+    unknown = [name for name in exclude if name not in class_names]
+    if unknown:
+        raise ConfigError(
+            f"transfer.exclude_classes: unknown class {', '.join(map(repr, unknown))}; "
+            f"classes: {', '.join(class_names)}"
+        )
+    return [class_names.index(name) for name in exclude]
+
+
 def transfer_pool(params: Params) -> TransferPool:
-    """The transfer images for `transfer.source`; a synthetic-only set never opens a real split."""
+    """The transfer images for `transfer.source`, after the class filters; a synthetic-only set never
+    opens a real split. Real images are filtered by their label, synthetic ones by the teacher's prediction."""
     cfg = params.transfer
+    meta = load_meta(params.paths.prepared).meta
+    exclude = excluded_indices(meta["class_names"], cfg.exclude_classes)
     parts_x, parts_y, shas = [], [], []
     real = 0
     if cfg.source in ("real", "mixed"):
         x, y = transfer_images(params)
-        meta = load_meta(params.paths.prepared).meta
+        if exclude or cfg.max_per_class:
+            true = torch.cat([load_split(params.paths.prepared, s).y for s in transfer_sources(params)])
+            keep = class_filter(true, exclude, cfg.max_per_class)
+            x, y = x[keep], y[keep]
+            shas.append(f"filter-{exclude}-{cfg.max_per_class}")
         parts_x.append(x)
         parts_y.append(y)
         shas += [meta["sha256"][s] for s in transfer_sources(params)]
         real = len(x)
     if cfg.source in ("synthetic", "mixed"):
-        pool = load_tensors(params.paths.synthetic / "images.safetensors")["x"]
+        stored = load_tensors(params.paths.synthetic / "images.safetensors")
+        pool = stored["x"]
+        if exclude or cfg.max_per_class:
+            pool = pool[class_filter(stored["predicted"], exclude, cfg.max_per_class)]
         if cfg.source == "mixed":
             pool = pool[: synthetic_count(len(pool), real, cfg.synthetic_share)]
         parts_x.append(pool)
