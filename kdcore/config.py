@@ -190,6 +190,11 @@ class TransferConfig(Section):
     )
     views: PositiveInt = Field(default=1, le=256, description="Views per sample; view 0 is the image itself.")
     shift: NonNegativeInt = Field(default=2, le=8, description="Views 1.. are random shifts of up to this many pixels.")
+    mix: Literal["none", "mixup", "cutmix", "both"] = Field(
+        default="none", description="Mix a second image into views 1..: mixup, cutmix or both (function matching)."
+    )
+    mix_share: float = Field(default=0.5, ge=0.0, le=1.0, description="Share of views 1.. that are mixed.")
+    mix_alpha: PositiveFloat = Field(default=1.0, description="The mixing weight lam ~ Beta(mix_alpha, mix_alpha).")
     include_teacher_train: bool = Field(
         default=False, description="Add the teacher's training split to the transfer set."
     )

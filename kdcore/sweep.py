@@ -39,7 +39,7 @@ def stage_keys(raw: dict) -> dict[str, str]:
     """The output key of each stage (teachers one by one): a hash of the params it reads."""
     common = {"seed": raw["seed"], "data": raw["data"], "threads": raw.get("cpu_threads"), "device": raw["device"]}
     transfer = raw.get("transfer", {})
-    scratch_transfer = {k: v for k, v in transfer.items() if k not in ("ensemble", "source", "synthetic_share")}
+    scratch_transfer = {k: transfer.get(k) for k in ("views", "shift", "include_teacher_train", "labeled")}
     keys = {"prepare": key_of({"seed": raw["seed"], "data": raw["data"]})}
     for name, teacher in raw["teachers"].items():
         keys[f"teacher@{name}"] = key_of({**common, "teacher": teacher})

@@ -23,6 +23,7 @@ from kdcore.config import TrainConfig
 from kdcore.data.transforms import random_shifts, shift_images
 from kdcore.inference import predict_logits
 from kdcore.losses import LossTerms
+from kdcore.transfer.views import ViewMix, Views
 
 LossFn = Callable[[torch.Tensor, dict[str, torch.Tensor]], LossTerms]
 
@@ -70,12 +71,17 @@ class ViewSet:
     fill: torch.Tensor  # (C,)
     teacher_logits: torch.Tensor | None = None  # (V, classes)
     extras: dict[str, torch.Tensor] = field(default_factory=dict)  # per-view tensors, e.g. teacher features
+    mix: ViewMix | None = None  # mixup / cutmix partners of the views
 
     def __len__(self) -> int:
         return len(self.src)
 
+    @property
+    def views(self) -> Views:
+        return Views(self.src, self.dx, self.dy, self.mix)
+
     def batch(self, idx: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        out = {"x": shift_images(self.x[self.src[idx]], self.dx[idx], self.dy[idx], self.fill), "y": self.y[idx]}
+        out = {"x": self.views.render(self.x, idx, self.fill), "y": self.y[idx]}
         if self.teacher_logits is not None:
             out["teacher_logits"] = self.teacher_logits[idx]
         out.update({name: values[idx] for name, values in self.extras.items()})

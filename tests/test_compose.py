@@ -11,6 +11,7 @@ from kdcore.errors import ConfigError
 from kdcore.losses.compose import Objective, StudentWithAux
 from kdcore.losses.hinton import hinton_loss
 from kdcore.models import build_model
+from kdcore.transfer.views import Views
 
 CLASSES = 10
 SHAPE = (1, 12, 12)
@@ -88,7 +89,7 @@ def test_feature_terms_train_the_student_and_leave_the_teacher_alone(student_spe
     assert objective.needs_teacher_features
     objective.check_layers(student, teacher)
     images, src, dx, dy, fill = views()
-    targets = objective.teacher_targets(teacher, images, src, dx, dy, fill, torch.device("cpu"), chunk=10)
+    targets = objective.teacher_targets(teacher, images, Views(src, dx, dy), fill, torch.device("cpu"), chunk=10)
     assert all(len(t) == len(src) and not t.requires_grad for t in targets.values())
     trained = objective.attach(student, targets, images[:2])
     assert isinstance(trained, StudentWithAux) == (term["name"] == "hint")
@@ -132,4 +133,4 @@ def test_attention_on_a_vector_layer_is_refused_with_its_shape() -> None:
     objective = Objective([{"name": "attention", "student_layers": ["features.2"], "teacher_layers": ["head.2"]}], 2.0)
     images, src, dx, dy, fill = views(4)
     with pytest.raises(ConfigError, match="conv feature maps"):
-        objective.teacher_targets(teacher, images, src, dx, dy, fill, torch.device("cpu"))
+        objective.teacher_targets(teacher, images, Views(src, dx, dy), fill, torch.device("cpu"))

@@ -21,10 +21,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from kdcore.data.transforms import shift_images
 from kdcore.errors import ConfigError
 from kdcore.losses import LOSSES, LossTerms
 from kdcore.losses.features import FEATURE_LOSSES, TEACHER_SIDE, FeatureTaps, HintRegressor, attention_map
+from kdcore.transfer.views import Views
 
 TEMPERATURE_TERMS = ("kd", "dkd")
 MAX_TARGET_BYTES = 4 * 2**30  # precomputed teacher features larger than this are refused
@@ -103,24 +103,22 @@ class Objective:
         self,
         teacher: nn.Module,
         images: torch.Tensor,
-        src: torch.Tensor,
-        dx: torch.Tensor,
-        dy: torch.Tensor,
+        views: Views,
         fill: torch.Tensor,
         device: torch.device,
         chunk: int = 1024,
     ) -> dict[str, torch.Tensor]:
-        """Per view, what each feature term needs of the teacher (TEACHER_SIDE), in one pass."""
+        """Per view (as `views` renders it), what each feature term needs of the teacher (TEACHER_SIDE)."""
         if not self._features:
             return {}
         layers = sorted({name for term in self._features for name in term["teacher_layers"]})
         teacher = teacher.to(device).eval()
         parts: dict[str, list[torch.Tensor]] = {}
-        total = len(src)
+        total = len(views.src)
         with FeatureTaps(teacher, layers, role="teacher") as taps, torch.no_grad():
             for first in tqdm(range(0, total, chunk), desc="teacher features", unit="chunk", mininterval=1.0):
                 sl = slice(first, first + chunk)
-                teacher(shift_images(images[src[sl]], dx[sl], dy[sl], fill).to(device))
+                teacher(views.render(images, sl, fill).to(device))
                 for term in self._features:
                     for j, layer in enumerate(term["teacher_layers"]):
                         feature = taps.outputs[layer]

@@ -82,8 +82,12 @@ def run(params: Params) -> None:
     if len(pool.images) == 0:
         raise DataError(f"transfer.source={cfg.source!r}: the transfer set is empty; synth.images must be at least 1")
     images = pool.images
-    views = make_views(len(images), cfg.views, cfg.shift, params.seed)
+    views = make_views(
+        len(images), cfg.views, cfg.shift, params.seed, cfg.mix, cfg.mix_share, cfg.mix_alpha, images.shape[-2:]
+    )
     view_labels = pool.labels[views.src]
+    if views.mix is not None:  # a mixed view has no hard label: its target is the teacher's output on it
+        view_labels = torch.where(views.mix.partner >= 0, UNLABELED, view_labels)
     data_sha = pool.data_sha
 
     members: dict[str, torch.Tensor] = {}
@@ -125,6 +129,7 @@ def run(params: Params) -> None:
         "real_samples": pool.real,
         "synthetic_samples": pool.synthetic,
         "labeled_views": int((view_labels != UNLABELED).sum()),
+        "mixed_views": int((views.mix.partner >= 0).sum()) if views.mix is not None else 0,
         "ensemble": ensemble.model_dump(mode="json") if len(members) > 1 else None,
         "teacher_accuracy_on_views": view_accuracy(logits, view_labels),
         "mean_confidence": float(table["confidence"].mean()),

@@ -19,7 +19,7 @@ from kdcore.losses.compose import Objective
 from kdcore.models import build_model
 from kdcore.runtime import resolve_device
 from kdcore.stages.student import load_views, save_student, train_student
-from kdcore.transfer.views import Views, teacher_logits_on_views
+from kdcore.transfer.views import teacher_logits_on_views
 
 GENERATION_SEED_STEP = 1_000  # generation g trains with seed + (g - 1) * this: a new init and order
 
@@ -36,7 +36,7 @@ def run(params: Params) -> None:
         prepared = load_meta(params.paths.prepared)
         probe = build_model(params.student.model, prepared.input_shape, prepared.num_classes)
         objective.check_layers(probe, teacher)
-        views.extras = objective.teacher_targets(teacher, views.x, views.src, views.dx, views.dy, views.fill, device)
+        views.extras = objective.teacher_targets(teacher, views.x, views.views, views.fill, device)
         print(f"distill: features of teacher {name!r} on {len(views)} views ({', '.join(views.extras)})")
 
         def prepare(student):
@@ -47,8 +47,7 @@ def run(params: Params) -> None:
     model = None
     for g in range(1, cfg.generations + 1):
         if g > 1:
-            view_index = Views(views.src, views.dx, views.dy)
-            views.teacher_logits = teacher_logits_on_views(model, views.x, view_index, views.fill, device)
+            views.teacher_logits = teacher_logits_on_views(model, views.x, views.views, views.fill, device)
         last = g == cfg.generations
         model, history = train_student(
             params,

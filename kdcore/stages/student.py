@@ -20,7 +20,7 @@ from kdcore.runtime import resolve_device, seed_everything
 from kdcore.stages.common import training_checkpoint
 from kdcore.stages.transfer_set import transfer_images, transfer_pool
 from kdcore.training import LossFn, ViewSet, fit
-from kdcore.transfer.views import make_views
+from kdcore.transfer.views import Views, make_views
 
 
 def load_views(params: Params) -> ViewSet:
@@ -28,9 +28,10 @@ def load_views(params: Params) -> ViewSet:
     teacher's logits on them."""
     prepared = load_meta(params.paths.prepared)
     pool = transfer_pool(params)
-    views = load_tensors(params.paths.transfer / "views.safetensors")
+    stored = load_tensors(params.paths.transfer / "views.safetensors")
+    views = Views.from_tensors(stored)
     logits = load_tensors(params.paths.transfer / "teacher_logits.safetensors")["logits"]
-    return ViewSet(pool.images, views["src"], views["dx"], views["dy"], views["y"], prepared.fill, logits)
+    return ViewSet(pool.images, views.src, views.dx, views.dy, stored["y"], prepared.fill, logits, mix=views.mix)
 
 
 def scratch_views(params: Params) -> ViewSet:
