@@ -134,6 +134,9 @@ class SplitSizes(Section):
     teacher_train: PositiveInt = Field(description="Samples the teacher trains on.")
     transfer: PositiveInt = Field(description="Samples the teacher labels softly for the student.")
     test: PositiveInt = Field(description="Held-out samples every model is evaluated on.")
+    validation: NonNegativeInt = Field(
+        default=0, description="Held-out samples for choosing settings (searches read these, never the test split)."
+    )
 
 
 class DataValidationConfig(Section):

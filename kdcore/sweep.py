@@ -146,6 +146,8 @@ class Sweep:
             "teacher_accuracy": summary["teacher"]["accuracy"],
             **{f"teacher_accuracy/{t}": summary[f"teacher/{t}"]["accuracy"] for t in params.teachers},
             "scratch_accuracy": scratch["accuracy"],
+            "val_accuracy": kd.get("val_accuracy"),
+            "val_scratch_accuracy": scratch.get("val_accuracy"),
             "accuracy": kd["accuracy"],
             "gain_points": round((kd["accuracy"] - scratch["accuracy"]) * 100, 2),
             "nll": kd["nll"],

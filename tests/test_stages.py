@@ -211,3 +211,18 @@ def test_train_teacher_rejects_an_unknown_teacher(tmp_path: Path) -> None:
     params = parse_params(tiny_raw(tmp_path))
     with pytest.raises(ConfigError, match="--teacher 'big': not in params teachers \\(cnn\\)"):
         get_stage("train_teacher")(params, teacher="big")
+
+
+def test_a_validation_split_is_carved_without_moving_the_others(tmp_path: Path) -> None:
+    get_stage("prepare")(parse_params(tiny_raw(tmp_path / "a")))
+    raw = tiny_raw(tmp_path / "b")
+    raw["data"]["splits"]["validation"] = 200
+    params = parse_params(raw)
+    run_all(params)
+    for split in ("teacher_train", "transfer", "test"):
+        same = [load_tensors(tmp_path / run / "data/prepared" / f"{split}.safetensors")["y"] for run in ("a", "b")]
+        assert torch.equal(*same)
+    manifest = pd.read_csv(tmp_path / "b/data/prepared/manifest.csv")
+    assert manifest.groupby("split").size()["validation"] == 200 and manifest["sample_id"].is_unique
+    summary = json.loads((tmp_path / "b/metrics/summary.json").read_text())
+    assert all(0.0 <= summary[m]["val_accuracy"] <= 1.0 for m in ("teacher", "student_kd", "student_scratch"))

@@ -7,7 +7,7 @@ import torch
 
 from kdcore.errors import ConfigError
 
-SPLITS = ("teacher_train", "transfer", "test")
+SPLITS = ("teacher_train", "transfer", "test", "validation")  # validation last: the others do not depend on it
 
 
 def stratified_split(labels: torch.Tensor, sizes: dict[str, int], seed: int) -> dict[str, np.ndarray]:

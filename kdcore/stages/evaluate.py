@@ -147,6 +147,12 @@ def run(params: Params) -> None:
         metrics.update(cost_metrics(model, files[key], test.x, params))
         summary[key] = {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}
 
+    if prepared.meta["sizes"].get("validation", 0):  # the split searches choose on; test stays for reporting
+        val = load_split(paths.prepared, "validation")
+        for key, model in models.items():
+            accuracy = (predict_logits(model, val.x).argmax(1) == val.y).float().mean()
+            summary[key]["val_accuracy"] = round(float(accuracy), 6)
+
     num_classes = prepared.num_classes
     shown = {"teacher": teacher_label(params), **{k: LABELS[k] for k in STUDENT_KEYS}}
     matrices = {label: confusion_matrix(test.y, logits[k].argmax(1), num_classes) for k, label in shown.items()}
