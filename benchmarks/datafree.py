@@ -13,10 +13,7 @@ measured again; reports/datafree.csv holds one row per run: method,images,steps,
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +22,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.runs import RunTable, measure  # noqa: E402
 from kdcore.artifacts import atomic_path, write_text  # noqa: E402
 
 COLUMNS = ["method", "images", "steps", "seed", "accuracy", "seconds"]
@@ -40,20 +38,6 @@ def planned_runs(spec: dict) -> list[dict]:
         for seed in run["seeds"]:
             runs.append({"key": key, "label": run["label"], "overrides": overrides, "seed": seed})
     return runs
-
-
-def measure(run: dict, work: Path, params: Path) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        row_file = Path(tmp) / "row.json"
-        cmd = [sys.executable, "-m", "kdcore.sweep", "--params", str(params), "--work", str(work),
-               "--name", run["key"], "--set", json.dumps(run["overrides"]), "--seed", str(run["seed"]),
-               "--row", str(row_file)]  # fmt: skip
-        result = subprocess.run(cmd, cwd=ROOT)
-        if result.returncode != 0:
-            raise SystemExit(f"datafree: {run['key']} seed {run['seed']} failed (exit {result.returncode})")
-        row = json.loads(row_file.read_text())
-    row["key"], row["label"] = run["key"], run["label"]
-    return row
 
 
 def short_rows(full: pd.DataFrame) -> pd.DataFrame:
@@ -134,17 +118,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", help="run keys to measure (default: all)")
     args = parser.parse_args(argv)
     spec = yaml.safe_load(args.spec.read_text())
-    runs_csv = args.reports / "datafree_runs.csv"
-    done = pd.read_csv(runs_csv) if runs_csv.is_file() else pd.DataFrame()
+    table = RunTable(args.reports / "datafree_runs.csv")
     for run in planned_runs(spec):
-        if args.only and run["key"] not in args.only:
-            continue
-        if len(done) and ((done["key"] == run["key"]) & (done["seed"] == run["seed"])).any():
+        if (args.only and run["key"] not in args.only) or table.has(run["key"], run["seed"]):
             continue
         print(f"datafree: {run['key']} seed {run['seed']}", flush=True)
-        done = pd.concat([done, pd.DataFrame([measure(run, args.work.resolve(), args.params)])], ignore_index=True)
-        with atomic_path(runs_csv) as tmp:
-            done.to_csv(tmp, index=False)
+        table.add(
+            measure(run["key"], run["overrides"], run["seed"], args.work.resolve(), args.params, label=run["label"])
+        )
+    done = table.rows
     if not len(done):
         return 0
     with atomic_path(args.reports / "datafree.csv") as tmp:
