@@ -25,7 +25,14 @@ from kdcore.errors import DataError
 from kdcore.models import build_model
 
 WEIGHTS = "model.safetensors"
+ONNX = "model.onnx"  # a teacher trained elsewhere, given as ONNX
 META = "model.json"
+
+
+def weights_file(model_dir: Path) -> Path:
+    """The file that holds a model directory's weights: model.onnx for an ONNX teacher, else model.safetensors."""
+    onnx = Path(model_dir) / ONNX
+    return onnx if onnx.is_file() else Path(model_dir) / WEIGHTS
 
 
 def save_model_dir(
@@ -44,10 +51,14 @@ def save_model_dir(
 def load_model_dir(model_dir: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuilds the model a model directory describes and loads its weights, in eval mode."""
     model_dir = Path(model_dir)
-    for name in (WEIGHTS, META):
-        if not (model_dir / name).is_file():
-            raise DataError(f"{model_dir / name}: missing; run the stage that trains this model first")
+    for path in (weights_file(model_dir), model_dir / META):
+        if not path.is_file():
+            raise DataError(f"{path}: missing; run the stage that trains this model first")
     meta = read_json(model_dir / META)
+    if weights_file(model_dir).name == ONNX:
+        from kdcore.models.onnx import OnnxModel
+
+        return OnnxModel(model_dir / ONNX).eval(), meta
     spec = TypeAdapter(ModelSpec).validate_python(meta["spec"])
     model = build_model(spec, tuple(meta["input_shape"]), meta["num_classes"])
     load_model(model, str(model_dir / WEIGHTS), device="cpu")

@@ -108,16 +108,42 @@ class TeacherTrainConfig(TrainConfig):
 
 
 class TeacherConfig(Section):
-    """One teacher of the ensemble; `train_teacher@<name>` trains it."""
+    """One teacher of the ensemble. `train_teacher@<name>` trains it (model + train), or takes a teacher
+    trained elsewhere as it is: `pretrained` weights for `model`, or an `onnx` model (a black box)."""
 
-    model: ModelSpec
-    train: TeacherTrainConfig
+    model: ModelSpec | None = Field(default=None, description="The architecture (not with onnx).")
+    train: TeacherTrainConfig | None = Field(default=None, description="How to train it (not with pretrained/onnx).")
+    pretrained: Path | None = Field(
+        default=None, description="Trained elsewhere: a safetensors state dict for `model`, used as it is."
+    )
+    onnx: Path | None = Field(
+        default=None, description="Trained elsewhere: an ONNX classifier run by onnxruntime (logits only)."
+    )
     seed: NonNegativeInt = Field(
         default=0, description="This teacher's own seed, added to the global seed (init, sample order, subset)."
     )
     subset: float = Field(
         default=1.0, gt=0.0, le=1.0, description="Train on this fraction of the teacher split, drawn by the seed."
     )
+
+    @property
+    def origin(self) -> Literal["train", "pretrained", "onnx"]:
+        return "onnx" if self.onnx is not None else "pretrained" if self.pretrained is not None else "train"
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> TeacherConfig:
+        if self.onnx is not None:
+            extra = [k for k in ("model", "train", "pretrained") if getattr(self, k) is not None]
+            if extra:
+                raise ValueError(f"an onnx teacher is used as it is: remove {', '.join(extra)}")
+        elif self.pretrained is not None:
+            if self.model is None:
+                raise ValueError("pretrained needs `model`, the architecture the weights belong to")
+            if self.train is not None:
+                raise ValueError("a pretrained teacher is used as it is, not trained: remove `train`")
+        elif self.model is None or self.train is None:
+            raise ValueError("a teacher needs `model` and `train`, or `pretrained` weights (with `model`), or `onnx`")
+        return self
 
 
 class StudentConfig(Section):
@@ -442,12 +468,25 @@ class Params(Section):
                     f"distill.terms: {term.name} takes features from teacher {source!r}, "
                     f"which is not in teachers ({', '.join(self.teachers)})"
                 )
+            if term.name in FEATURE_TERMS:
+                name = source or next(iter(self.teachers))
+                if self.teachers[name].origin == "onnx":
+                    raise ValueError(
+                        f"distill.terms: {term.name} reads layers of teacher {name!r}, an ONNX model run as a "
+                        "black box (logits only); use response terms (ce, kd, dkd) or give it as pretrained weights"
+                    )
         return self
 
     @model_validator(mode="after")
     def _synth_teacher_known(self) -> Params:
         if self.synth.teacher is not None and self.synth.teacher not in self.teachers:
             raise ValueError(f"synth.teacher {self.synth.teacher!r} is not in teachers ({', '.join(self.teachers)})")
+        name = self.synth_teacher()
+        if self.transfer.source != "real" and self.synth.method != "noise" and self.teachers[name].origin == "onnx":
+            raise ValueError(
+                f"synth.method={self.synth.method} needs the gradients of teacher {name!r}, an ONNX model run as a "
+                "black box (logits only); use synth.method: noise or give the teacher as pretrained weights"
+            )
         return self
 
     def synth_teacher(self) -> str:

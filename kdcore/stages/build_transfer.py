@@ -11,13 +11,14 @@ from __future__ import annotations
 import torch
 
 from kdcore.artifacts import save_tensors, sha256_file, write_json
-from kdcore.checkpoint import WEIGHTS, load_model_dir
+from kdcore.checkpoint import load_model_dir, weights_file
 from kdcore.config import Params
 from kdcore.data.prepared import load_meta
 from kdcore.data.validate import Check, validate_or_fail
 from kdcore.errors import DataError
 from kdcore.losses.hinton import UNLABELED
 from kdcore.runtime import resolve_device
+from kdcore.stages.common import check_settings_for_kind
 from kdcore.stages.transfer_set import transfer_pool
 from kdcore.transfer.ensemble import combine_logits
 from kdcore.transfer.views import (
@@ -55,7 +56,7 @@ def teacher_logits(
     """One teacher's logits on every view, from the cache when this teacher, data and views were seen;
     whether they came from the cache is returned, not stored, so the stage's outputs do not depend on it."""
     teacher_dir = params.paths.teachers / name
-    teacher_sha = sha256_file(teacher_dir / WEIGHTS)
+    teacher_sha = sha256_file(weights_file(teacher_dir))
     key = cache_key(teacher_sha, data_sha, views)
     device = resolve_device(params.device)
 
@@ -78,6 +79,7 @@ def run(params: Params) -> None:
     cfg = params.transfer
     out = params.paths.transfer
     prepared = load_meta(params.paths.prepared)
+    check_settings_for_kind(params, prepared.meta.get("kind", "image"))
     pool = transfer_pool(params)
     if len(pool.images) == 0:
         raise DataError(f"transfer.source={cfg.source!r}: the transfer set is empty; synth.images must be at least 1")

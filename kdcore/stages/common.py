@@ -1,4 +1,5 @@
-"""What several stages share: the run fingerprint that guards resume, and the checkpoint location."""
+"""What several stages share: the run fingerprint that guards resume, the checkpoint location, and the
+checks of settings against the kind of data."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from kdcore.checkpoint import TrainingCheckpoint
 from kdcore.config import Params
+from kdcore.errors import ConfigError
 
 
 def fingerprint(*parts: Any) -> str:
@@ -18,3 +20,21 @@ def fingerprint(*parts: Any) -> str:
 
 def training_checkpoint(params: Params, stage: str, *parts: Any) -> TrainingCheckpoint:
     return TrainingCheckpoint(params.paths.work / "checkpoints" / stage, fingerprint(stage, params.seed, *parts))
+
+
+def check_settings_for_kind(params: Params, kind: str) -> None:
+    """Vectors have no pixels: shifts and cutmix would move or cut features, so they must be off."""
+    if kind != "vector":
+        return
+    wrong = [
+        f"teachers.{name}.train.shift" for name, t in params.teachers.items() if t.train is not None and t.train.shift
+    ]
+    if params.transfer.shift and params.transfer.views > 1:
+        wrong.append("transfer.shift")
+    if params.transfer.mix in ("cutmix", "both"):
+        wrong.append("transfer.mix (cutmix)")
+    if wrong:
+        raise ConfigError(
+            f"data.path {params.data.path} holds (N, D) vectors, which have no pixels to shift or cut: "
+            f"set {', '.join(wrong)} to 0 / none (mixup views work for vectors)"
+        )

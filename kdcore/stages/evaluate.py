@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from kdcore.artifacts import atomic_path, read_json, write_json, write_text
-from kdcore.checkpoint import WEIGHTS, load_model_dir
+from kdcore.checkpoint import WEIGHTS, load_model_dir, weights_file
 from kdcore.config import Params
 from kdcore.data.prepared import load_meta, load_split
 from kdcore.evaluate.metrics import latency_ms, quality_metrics
@@ -135,8 +135,8 @@ def run(params: Params) -> None:
     )
     models["student_scratch"] = load_model_dir(paths.student_scratch)[0]
     models["student_kd"] = load_model_dir(paths.student_kd)[0]
-    files = {f"teacher/{name}": [paths.teachers / name / WEIGHTS] for name in members}
-    files["teacher"] = [paths.teachers / name / WEIGHTS for name in members]
+    files = {f"teacher/{name}": [weights_file(paths.teachers / name)] for name in members}
+    files["teacher"] = [weights_file(paths.teachers / name) for name in members]
     files.update({key: [getattr(paths, key) / WEIGHTS] for key in STUDENT_KEYS})
 
     logits = {key: predict_logits(m, test.x) for key, m in models.items()}

@@ -11,6 +11,7 @@ from kdcore.data.sources import RawData, load_source
 from kdcore.data.splits import SPLITS, stratified_split
 from kdcore.data.transforms import normalise
 from kdcore.data.validate import Check, validate_or_fail
+from kdcore.stages.common import check_settings_for_kind
 
 
 def build_manifest(data: RawData, split_of: list[str]) -> pd.DataFrame:
@@ -33,8 +34,9 @@ def build_manifest(data: RawData, split_of: list[str]) -> pd.DataFrame:
 
 
 def manifest_checks(
-    total: int, num_classes: int, sizes: dict[str, int], min_class_fraction: float
+    total: int, num_classes: int, sizes: dict[str, int], min_class_fraction: float, pixels: bool = True
 ) -> dict[str, list[Check]]:
+    """The data checks; `pixels` adds the [0, 1] range checks of image data (vectors may hold any real value)."""
     per_class_floor = min_class_fraction * total / num_classes
     manifest: list[Check] = [
         ("ExpectTableRowCountToEqual", {"value": total}),
@@ -42,11 +44,14 @@ def manifest_checks(
         ("ExpectColumnValuesToBeInSet", {"column": "split", "value_set": list(sizes)}),
         ("ExpectColumnDistinctValuesToEqualSet", {"column": "label", "value_set": list(range(num_classes))}),
         ("ExpectColumnValuesToBeBetween", {"column": "pixel_nan", "min_value": 0, "max_value": 0}),
-        ("ExpectColumnValuesToBeBetween", {"column": "pixel_min", "min_value": 0.0, "max_value": 1.0}),
-        ("ExpectColumnValuesToBeBetween", {"column": "pixel_max", "min_value": 0.0, "max_value": 1.0}),
         # a blank image carries no signal; allow a few in real data
         ("ExpectColumnValuesToBeBetween", {"column": "pixel_std", "min_value": 1e-6, "mostly": 0.99}),
     ]
+    if pixels:
+        manifest += [
+            ("ExpectColumnValuesToBeBetween", {"column": "pixel_min", "min_value": 0.0, "max_value": 1.0}),
+            ("ExpectColumnValuesToBeBetween", {"column": "pixel_max", "min_value": 0.0, "max_value": 1.0}),
+        ]
     manifest += [("ExpectColumnValuesToNotBeNull", {"column": c}) for c in ("sample_id", "split", "label")]
     balance: list[Check] = [
         ("ExpectColumnValuesToBeBetween", {"column": "count", "min_value": per_class_floor}),
@@ -65,11 +70,16 @@ def run(params: Params) -> None:
 
     keep = torch.cat([torch.from_numpy(index[s]) for s in SPLITS])
     split_of = [s for s in SPLITS for _ in range(len(index[s]))]
-    kept = RawData(data.images[keep], data.labels[keep], [data.ids[i] for i in keep.tolist()], data.class_names)
+    kept = RawData(
+        data.images[keep], data.labels[keep], [data.ids[i] for i in keep.tolist()], data.class_names, data.kind
+    )
     manifest = build_manifest(kept, split_of)
 
     num_classes = len(data.class_names)
-    checks = manifest_checks(len(kept.ids), num_classes, sizes, cfg.validation.min_class_fraction)
+    check_settings_for_kind(params, data.kind)
+    checks = manifest_checks(
+        len(kept.ids), num_classes, sizes, cfg.validation.min_class_fraction, pixels=data.kind == "image"
+    )
     counts = manifest.groupby("label").size().rename("count").reset_index()
     split_counts = manifest.groupby(["split", "label"]).size().rename("count").reset_index()
     validate_or_fail(
@@ -87,6 +97,10 @@ def run(params: Params) -> None:
     mean = train_images.mean(dim=(0, 2, 3))  # (C,)
     std = train_images.std(dim=(0, 2, 3)).clamp_min(1e-6)  # (C,)
     fill = (0.0 - mean) / std
+    if data.kind == "vector":  # the valid range of a feature is what the teacher's split spans
+        low, high = train_images.amin(dim=(0, 2, 3)), train_images.amax(dim=(0, 2, 3))
+    else:  # pixels in [0, 1]
+        low, high = torch.zeros_like(mean), torch.ones_like(mean)
 
     out.mkdir(parents=True, exist_ok=True)
     hashes = {}
@@ -109,6 +123,8 @@ def run(params: Params) -> None:
             "mean": mean.tolist(),
             "std": std.tolist(),
             "fill": fill.tolist(),
+            "kind": data.kind,
+            "bounds": {"low": ((low - mean) / std).tolist(), "high": ((high - mean) / std).tolist()},
             "seed": params.seed,
             "sha256": hashes,
         },

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from kdcore.artifacts import save_tensors, sha256_file, write_json, write_text
-from kdcore.checkpoint import WEIGHTS, load_model_dir
+from kdcore.checkpoint import load_model_dir, weights_file
 from kdcore.config import Params
 from kdcore.data.prepared import load_meta
 from kdcore.data.validate import validate_or_fail
@@ -78,7 +78,7 @@ def run(params: Params) -> None:
     teacher, _ = load_model_dir(teacher_dir, device)
     for p in teacher.parameters():
         p.requires_grad_(False)  # gradients flow to the pixels (or the generator) only
-    bounds = PixelBounds.from_stats(prepared.meta["mean"], prepared.meta["std"])
+    bounds = PixelBounds.from_meta(prepared.meta)
 
     def make_proxy_student() -> torch.nn.Module:
         torch.manual_seed(params.seed)
@@ -92,7 +92,7 @@ def run(params: Params) -> None:
         "synthesize",
         params.seed,
         settings,
-        sha256_file(teacher_dir / WEIGHTS),
+        sha256_file(weights_file(teacher_dir)),
         prepared.meta["input_shape"],
         prepared.meta["mean"],
         prepared.meta["std"],
@@ -111,7 +111,7 @@ def run(params: Params) -> None:
     summary = {
         "method": cfg.method,
         "teacher": name,
-        "teacher_sha256": sha256_file(teacher_dir / WEIGHTS),
+        "teacher_sha256": sha256_file(weights_file(teacher_dir)),
         "images": len(pool.images),
         "settings": settings,
         "class_shares": shares,

@@ -1,4 +1,6 @@
-"""train_teacher: train one teacher (or each, one after another) on the teacher split with hard labels.
+"""train_teacher: train one teacher (or each, one after another) on the teacher split with hard labels,
+or take a teacher trained elsewhere (`pretrained` weights or an `onnx` model) as it is: checked against
+the data's shape and classes, evaluated on the test split, stored where trained teachers are.
 
 Each teacher has its own architecture, seed (added to the global seed), share of the teacher split
 and online shifts. `dvc repro` runs `train_teacher@<name>` per teacher; the Prefect flow can run
@@ -7,16 +9,24 @@ them side by side.
 
 from __future__ import annotations
 
-import torch
+import shutil
+from pathlib import Path
 
-from kdcore.checkpoint import save_model_dir
-from kdcore.config import Params
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from kdcore.artifacts import save_with, sha256_file, write_json
+from kdcore.checkpoint import META, ONNX, WEIGHTS, save_model_dir
+from kdcore.config import Params, TeacherConfig
 from kdcore.data.prepared import load_meta, load_split
-from kdcore.errors import ConfigError
+from kdcore.errors import ConfigError, DataError
+from kdcore.inference import predict_logits
 from kdcore.losses import LOSSES
-from kdcore.models import build_model, count_params
+from kdcore.models import build_model, count_params, require_file
+from kdcore.models.onnx import OnnxModel
 from kdcore.runtime import resolve_device, seed_everything
-from kdcore.stages.common import training_checkpoint
+from kdcore.stages.common import check_settings_for_kind, training_checkpoint
 from kdcore.training import ImageSet, fit
 
 
@@ -28,6 +38,7 @@ def subset_index(n: int, fraction: float, seed: int) -> torch.Tensor:
 
 def train_one(params: Params, name: str) -> None:
     prepared = load_meta(params.paths.prepared)
+    check_settings_for_kind(params, prepared.meta.get("kind", "image"))
     train, test = load_split(params.paths.prepared, "teacher_train"), load_split(params.paths.prepared, "test")
     cfg = params.teachers[name]
     seed = params.teacher_seed(name)
@@ -67,8 +78,85 @@ def train_one(params: Params, name: str) -> None:
     )
 
 
+def load_pretrained(cfg: TeacherConfig, name: str, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """The teacher's architecture with its weights from `cfg.pretrained`; one-line errors for a file that
+    is missing, not safetensors, or made for another architecture."""
+    path = require_file(cfg.pretrained, f"teachers.{name}.pretrained weights file")
+    try:
+        state = load_file(str(path))
+    except Exception as err:  # safetensors raises its own error types for other formats
+        raise DataError(f"teachers.{name}.pretrained: {path} is not a safetensors file ({err})") from None
+    model = build_model(cfg.model, input_shape, num_classes)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    resized = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or resized:
+        shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in resized[:2]]
+        raise DataError(
+            f"teachers.{name}.pretrained: {path} does not fit model {cfg.model.name!r}: "
+            f"missing {missing[:3]}, unexpected {unexpected[:3]}, other shapes {shapes}"
+        )
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def use_as_is(params: Params, name: str) -> None:
+    """A teacher trained elsewhere: checked on the data's shape, evaluated, stored as the pipeline's teacher."""
+    prepared = load_meta(params.paths.prepared)
+    test = load_split(params.paths.prepared, "test")
+    cfg = params.teachers[name]
+    out = params.paths.teachers / name
+    if cfg.origin == "onnx":
+        source = require_file(cfg.onnx, f"teachers.{name}.onnx model")
+        model: nn.Module = OnnxModel(source)
+    else:
+        source = cfg.pretrained
+        model = load_pretrained(cfg, name, prepared.input_shape, prepared.num_classes)
+    logits = predict_logits(model, test.x)
+    if logits.shape != (len(test.y), prepared.num_classes):
+        raise DataError(
+            f"teachers.{name}: {source} gives outputs of shape {tuple(logits.shape)} on the test split; "
+            f"expected ({len(test.y)}, {prepared.num_classes}) for {prepared.num_classes} classes"
+        )
+    accuracy = float((logits.argmax(1) == test.y).float().mean())
+    config = {"teacher": name, "origin": cfg.origin, "source": str(source), "source_sha256": sha256_file(source)}
+    if cfg.origin == "onnx":
+        out.mkdir(parents=True, exist_ok=True)
+        save_with(out / ONNX, lambda tmp: shutil.copyfile(source, tmp))
+        (out / WEIGHTS).unlink(missing_ok=True)
+        write_json(
+            out / META,
+            {"spec": None, "input_shape": list(prepared.input_shape), "num_classes": prepared.num_classes,
+             "seed": None, "config": config},
+        )  # fmt: skip
+    else:
+        (out / ONNX).unlink(missing_ok=True)
+        save_model_dir(out, model, cfg.model, prepared.input_shape, prepared.num_classes, seed=None, config=config)
+    live = params.paths.live / "teachers" / name
+    shutil.rmtree(live, ignore_errors=True)
+    log_evaluation(live, accuracy)
+    print(
+        f"teacher {name}: trained elsewhere ({cfg.origin}, {source}), {count_params(model):,} parameters, "
+        f"used as it is; test accuracy {accuracy:.4f} -> {out}"
+    )
+
+
+def log_evaluation(live_dir: Path, accuracy: float) -> None:
+    """The dvclive record of a teacher that was not trained here: its test accuracy, one step."""
+    from dvclive import Live
+
+    live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None)
+    live.log_metric("eval/accuracy", accuracy)
+    live.next_step()
+    live.end()
+
+
 def run(params: Params, teacher: str | None = None) -> None:
     if teacher is not None and teacher not in params.teachers:
         raise ConfigError(f"--teacher {teacher!r}: not in params teachers ({', '.join(params.teachers)})")
     for name in [teacher] if teacher is not None else list(params.teachers):
-        train_one(params, name)
+        if params.teachers[name].origin == "train":
+            train_one(params, name)
+        else:
+            use_as_is(params, name)

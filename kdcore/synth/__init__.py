@@ -25,7 +25,8 @@ from kdcore.registry import Registry
 
 @dataclass(frozen=True)
 class PixelBounds:
-    """Per-channel limits of a valid image in the normalised space: (0 - mean) / std and (1 - mean) / std."""
+    """Per-channel limits of a valid input in the normalised space: for images (0 - mean) / std and
+    (1 - mean) / std, for vectors the normalised range of each feature."""
 
     low: torch.Tensor  # (C,)
     high: torch.Tensor  # (C,)
@@ -34,6 +35,14 @@ class PixelBounds:
     def from_stats(cls, mean: list[float], std: list[float]) -> PixelBounds:
         m, s = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
         return cls((0 - m) / s, (1 - m) / s)
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> PixelBounds:
+        """The prepared data's bounds (vectors: the range the teacher's split spans), else [0, 1] pixels."""
+        if "bounds" in meta:
+            bounds = meta["bounds"]
+            return cls(torch.tensor(bounds["low"]), torch.tensor(bounds["high"]))
+        return cls.from_stats(meta["mean"], meta["std"])
 
     def clamp(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) clamped channel by channel."""
