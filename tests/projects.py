@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from tasks.dvc_stage import tool_env as pipeline_tool_env
+from kdcore.config import parse_params
 from tests.conftest import ROOT, tiny_raw
 
 
@@ -41,7 +42,9 @@ def make_project(repo: Path, raw_params: dict | None = None, dvc_yaml: str | Non
     (repo / "dvc.yaml").write_text(dvc_yaml if dvc_yaml is not None else (ROOT / "dvc.yaml").read_text())
     raw = raw_params or tiny_raw()
     raw.setdefault("paths", yaml.safe_load((ROOT / "params.yaml").read_text())["paths"])
-    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    # every key written out, defaults included: DVC requires each params key dvc.yaml names to be in the file
+    full = parse_params(raw).model_dump(mode="json")
+    (repo / "params.yaml").write_text(yaml.safe_dump(full, sort_keys=False))
     sh(repo, "git", "init", "-q")
     sh(repo, "dvc", "init", "-q")
     sh(repo, "dvc", "config", "core.analytics", "false")
