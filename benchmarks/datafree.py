@@ -56,7 +56,7 @@ def short_rows(full: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def render(full: pd.DataFrame, spec_path: Path) -> str:
+def render(full: pd.DataFrame, spec_path: Path, notes: list[str] | None = None) -> str:
     grouped = full.groupby(["key", "label"], sort=False)
     lines = [
         "# Data-free distillation on the default data",
@@ -82,6 +82,8 @@ def render(full: pd.DataFrame, spec_path: Path) -> str:
             f"{rows['teacher_accuracy'].mean() * 100:.2f}% | {rows['scratch_accuracy'].mean() * 100:.2f}% |"
         )
     lines += ["", "![test accuracy against synthesis time](datafree.png)", ""]
+    if notes:
+        lines += ["## Notes", "", *[f"- {note.strip()}" for note in notes], ""]
     return "\n".join(lines)
 
 
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     with atomic_path(args.reports / "datafree.csv") as tmp:
         short_rows(done).to_csv(tmp, index=False)
     save_plot(done, args.reports / "datafree.png")
-    write_text(args.reports / "datafree.md", render(done, args.spec.resolve()))
+    write_text(args.reports / "datafree.md", render(done, args.spec.resolve(), spec.get("notes")))
     print(f"datafree: {len(done)} runs -> {args.reports / 'datafree.md'}")
     return 0
 
