@@ -55,29 +55,31 @@ class PixelBounds:
         return low + (torch.tanh(x) + 1) * 0.5 * (high - low)
 
 
-class Synthesizer(Protocol):
-    """Makes the pool block by block. Blocks depend only on their index and generator, and on `state`."""
+class Synthesizer:
+    """Makes the pool block by block. Block i depends only on i, its random generator and `state()`
+    as the blocks before it left it. The defaults suit methods without a prepare phase or state."""
 
     def prepare(self, generator: torch.Generator, tick: Callable[[int], None], checkpoint: StepCheckpoint) -> None:
         """Work done once before the blocks (training a generator), resumable through `checkpoint`;
         `tick(n)` reports n steps done."""
-        ...
+        return None
 
     def block(
         self, index: int, generator: torch.Generator, tick: Callable[[int], None]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (batch, C, H, W) in the normalised space and their target classes (batch,), -1 if none."""
-        ...
+        raise NotImplementedError
 
     def after_block(self, pool: torch.Tensor, generator: torch.Generator) -> None:
         """Updates what later blocks depend on (a proxy student) from the pool so far."""
-        ...
+        return None
 
     def state(self) -> dict[str, torch.Tensor]:
         """Tensors that later blocks depend on, saved with each block so that a resumed run continues alike."""
-        ...
+        return {}
 
-    def load_state(self, state: dict[str, torch.Tensor]) -> None: ...
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        return None
 
 
 class StepCheckpoint(Protocol):

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdcore.errors import ConfigError
-from kdcore.synth import SYNTHESIZERS, StepCheckpoint, SynthContext
+from kdcore.synth import SYNTHESIZERS, StepCheckpoint, SynthContext, Synthesizer
 from kdcore.synth.priors import BatchNormStats, js_divergence, train_proxy_student
 
 SAVE_EVERY = 100  # generator steps between checkpoints
@@ -61,7 +61,7 @@ class PenultimateFeatures:
         self.value = inputs[0]
 
 
-class GeneratorSynthesizer:
+class GeneratorSynthesizer(Synthesizer):
     """Trains G so that the teacher's outputs on G(z) look like its outputs on real data:
 
         min_G  w_ce CE(f_t(x), argmax f_t(x)) - w_a mean|phi_t(x)| - w_ie H(mean_batch softmax f_t(x))
@@ -148,15 +148,6 @@ class GeneratorSynthesizer:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.sample(self.cfg.batch_size, generator)
         return x.cpu(), torch.full((len(x),), -1, dtype=torch.long)
-
-    def after_block(self, pool: torch.Tensor, generator: torch.Generator) -> None:
-        return None
-
-    def state(self) -> dict[str, torch.Tensor]:
-        return {}
-
-    def load_state(self, state: dict[str, torch.Tensor]) -> None:
-        return None
 
 
 @SYNTHESIZERS.register("generator")

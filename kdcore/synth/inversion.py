@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from kdcore.synth import SYNTHESIZERS, SynthContext
+from kdcore.synth import SYNTHESIZERS, SynthContext, Synthesizer
 from kdcore.synth.priors import (
     BatchNormStats,
     cosine_lr,
@@ -19,7 +19,7 @@ from kdcore.synth.priors import (
 )
 
 
-class InversionSynthesizer:
+class InversionSynthesizer(Synthesizer):
     """Optimises a batch of images from noise, the teacher frozen:
 
         min_x  w_ce CE(f_t(j(x)), y) + w_bn sum_l R_l(j(x)) + w_tv TV(j(x)) + w_l2 ||x||^2
@@ -36,9 +36,6 @@ class InversionSynthesizer:
         self.ctx, self.cfg = ctx, cfg
         self.bn = BatchNormStats(ctx.teacher, "synth.method=inversion") if cfg.bn_weight > 0 else None
         self.proxy = ctx.make_proxy_student().to(ctx.device).eval() if cfg.disagreement_weight > 0 else None
-
-    def prepare(self, generator: torch.Generator, tick: Callable[[int], None], checkpoint) -> None:
-        return None
 
     def loss_parts(self, x: torch.Tensor, targets: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         cfg = self.cfg

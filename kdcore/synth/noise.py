@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 import torch
 
-from kdcore.synth import SYNTHESIZERS, SynthContext
+from kdcore.synth import SYNTHESIZERS, SynthContext, Synthesizer
 
 
-class NoiseSynthesizer:
+class NoiseSynthesizer(Synthesizer):
     """x ~ N(0, init_std^2) per pixel in the normalised space, clamped to valid pixel values.
 
     No optimisation: what a student learns from the teacher's outputs on inputs that carry no
@@ -18,23 +18,11 @@ class NoiseSynthesizer:
     def __init__(self, ctx: SynthContext, batch_size: int, init_std: float) -> None:
         self.ctx, self.batch_size, self.init_std = ctx, batch_size, init_std
 
-    def prepare(self, generator: torch.Generator, tick: Callable[[int], None], checkpoint) -> None:
-        return None
-
     def block(
         self, index: int, generator: torch.Generator, tick: Callable[[int], None] = lambda n: None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.randn((self.batch_size, *self.ctx.input_shape), generator=generator) * self.init_std
         return self.ctx.bounds.clamp(x), torch.full((self.batch_size,), -1, dtype=torch.long)
-
-    def after_block(self, pool: torch.Tensor, generator: torch.Generator) -> None:
-        return None
-
-    def state(self) -> dict[str, torch.Tensor]:
-        return {}
-
-    def load_state(self, state: dict[str, torch.Tensor]) -> None:
-        return None
 
 
 @SYNTHESIZERS.register("noise")
