@@ -16,17 +16,32 @@ from kdcore.artifacts import atomic_path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def measure(key: str, overrides: dict, seed: int, work: Path, params: Path, **extra: object) -> dict:
-    """`python -m kdcore.sweep` for one run; its result row with `key`, `seed` and `extra` added."""
+def measure(
+    key: str,
+    overrides: dict,
+    seed: int,
+    work: Path,
+    params: Path,
+    device: str = "cpu",
+    synth_device: str | None = None,
+    **extra: object,
+) -> dict:
+    """`python -m kdcore.sweep` for one run; its result row with `key`, `seed`, the devices and `extra` added."""
     with tempfile.TemporaryDirectory() as tmp:
         row_file = Path(tmp) / "row.json"
-        cmd = [sys.executable, "-m", "kdcore.sweep", "--params", str(params), "--work", str(work),
-               "--name", key, "--set", json.dumps(overrides), "--seed", str(seed), "--row", str(row_file)]  # fmt: skip
-        result = subprocess.run(cmd, cwd=ROOT)
+        cmd = [sys.executable, "-m", "kdcore.sweep", "--params", str(params), "--work", str(work), "--name", key,
+               "--set", json.dumps(overrides), "--seed", str(seed), "--row", str(row_file),
+               "--device", device]  # fmt: skip
+        if synth_device:
+            cmd += ["--synth-device", synth_device]
+        result = subprocess.run(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        sys.stderr.write(result.stderr)
         if result.returncode != 0:
-            raise SystemExit(f"{key} seed {seed} failed (exit {result.returncode})")
+            errors = [line for line in result.stderr.splitlines() if "error: " in line]
+            reason = errors[-1].split("error: ", 1)[1] if errors else "see the log above"
+            raise SystemExit(f"{key} seed {seed} failed (exit {result.returncode}): {reason}")
         row = json.loads(row_file.read_text())
-    return {**row, "key": key, **extra}
+    return {**row, "key": key, "device": device, "synth_device": synth_device or device, **extra}
 
 
 class RunTable:

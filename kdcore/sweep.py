@@ -35,8 +35,9 @@ def key_of(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def stage_keys(raw: dict) -> dict[str, str]:
-    """The output key of each stage (teachers one by one): a hash of the params it reads."""
+def stage_keys(raw: dict, synth_device: str | None = None) -> dict[str, str]:
+    """The output key of each stage (teachers one by one): a hash of the params it reads (and the
+    synthesis device, where it is not the others')."""
     common = {"seed": raw["seed"], "data": raw["data"], "threads": raw.get("cpu_threads"), "device": raw["device"]}
     transfer = raw.get("transfer", {})
     scratch_transfer = {k: transfer.get(k) for k in ("views", "shift", "include_teacher_train", "labeled")}
@@ -45,7 +46,8 @@ def stage_keys(raw: dict) -> dict[str, str]:
         keys[f"teacher@{name}"] = key_of({**common, "teacher": teacher})
     keys["teachers"] = key_of({**common, "teachers": raw["teachers"]})
     keys["synthesize"] = key_of({**common, "teachers": raw["teachers"], "synth": raw.get("synth"),
-                                 "source": transfer.get("source"), "student": raw["student"]})  # fmt: skip
+                                 "source": transfer.get("source"), "student": raw["student"],
+                                 **({"synth_device": synth_device} if synth_device else {})})  # fmt: skip
     made = {"teachers": raw["teachers"], "transfer": transfer, "synth": keys["synthesize"]}
     keys["build_transfer"] = key_of({**common, **made})
     keys["train_student_scratch"] = key_of({**common, "transfer": scratch_transfer, "student": raw["student"]})
@@ -56,19 +58,30 @@ def stage_keys(raw: dict) -> dict[str, str]:
 class Sweep:
     """Runs (variant, seed) pairs in `work`; `run` returns one row of metrics and times."""
 
-    def __init__(self, base: dict, work: Path, log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        base: dict,
+        work: Path,
+        log: Callable[[str], None] = print,
+        device: str = "cpu",
+        synth_device: str | None = None,
+    ) -> None:
         self.base = base
         self.work = Path(work)
         self.log = log
+        self.device = device  # part of every stage key: runs on another device never share outputs
+        self.synth_device = synth_device if synth_device not in (None, device) else None
 
     def params_for(self, overrides: dict[str, Any], seed: int, run_dir: Path) -> tuple[Params, dict[str, Path]]:
         raw = copy.deepcopy(self.base)
         for dotted, value in overrides.items():
             set_dotted(raw, dotted, value)
         raw["seed"] = seed
-        raw["device"] = "cpu"
+        raw["device"] = self.device
         # keys from the validated params, so a default written out and one left out are the same
-        keys = stage_keys(parse_params(raw, source=f"variant {run_dir.parent.name}").model_dump(mode="json"))
+        keys = stage_keys(
+            parse_params(raw, source=f"variant {run_dir.parent.name}").model_dump(mode="json"), self.synth_device
+        )
         dirs = {
             "prepare": self.work / "prepared" / keys["prepare"],
             "teachers": self.work / "teacher_sets" / keys["teachers"],
@@ -130,7 +143,10 @@ class Sweep:
         finished = {"synthesize": "summary.json", "build_transfer": "summary.json"}
         finished.update(train_student_scratch="model.json", distill="model.json")
         for stage, marker in finished.items():
-            seconds[stage] = self._timed(stage, dirs[stage], marker, lambda stage=stage: get_stage(stage)(params))
+            staged = params
+            if stage == "synthesize" and self.synth_device:
+                staged = params.model_copy(update={"device": self.synth_device})
+            seconds[stage] = self._timed(stage, dirs[stage], marker, lambda s=stage, p=staged: get_stage(s)(p))
         get_stage("evaluate")(params)
         summary = read_json(run_dir / "metrics" / "summary.json")
         kd, scratch = summary["student_kd"], summary["student_scratch"]
@@ -194,12 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", default="{}", help="dotted overrides as a JSON object")
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--row", type=Path, required=True, help="where to write the result row (JSON)")
+    parser.add_argument("--device", default="cpu", help="params `device` of every stage (default cpu)")
+    parser.add_argument("--synth-device", help="params `device` of the synthesize stage alone (default: --device)")
     args = parser.parse_args(argv)
     try:
         base = yaml.safe_load(args.params.read_text())
-        row = Sweep(base, args.work, log=lambda line: print(line, flush=True)).run(
-            args.name, json.loads(args.overrides), args.seed
-        )
+        sweep = Sweep(base, args.work, log=lambda line: print(line, flush=True), device=args.device,
+                      synth_device=args.synth_device)  # fmt: skip
+        row = sweep.run(args.name, json.loads(args.overrides), args.seed)
     except KdflowError as err:
         print(f"kdflow sweep: error: {args.name} seed {args.seed}: {err}", file=sys.stderr)
         return err.exit_code
