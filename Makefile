@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 LOCAL_API = PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:4200/api}
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup pipeline test lint clean server deploy worker flow serve
+.PHONY: setup pipeline test lint clean server deploy worker flow serve update land-demo
 
 setup: $(STAMP)
 
@@ -30,8 +30,8 @@ test: setup
 	$(BIN)/pytest
 
 lint: setup
-	$(BIN)/ruff check kdcore tests benchmarks
-	$(BIN)/ruff format --check kdcore tests benchmarks
+	$(BIN)/ruff check kdcore flows tasks tests benchmarks
+	$(BIN)/ruff format --check kdcore flows tasks tests benchmarks
 
 clean:
 	rm -rf .kdflow
@@ -53,3 +53,11 @@ flow: setup
 
 serve: setup
 	$(BIN)/python -m flows.serve
+
+# --- lifelong updates: land demo batches of rotated digits, then learn the next one ------------------
+land-demo: setup
+	$(BIN)/dvc repro prepare
+	$(BIN)/python -m kdcore.lifelong.demo --corrupt
+
+update: setup
+	$(BIN)/python -m flows.update

@@ -37,11 +37,16 @@ def read_dag(repo: Path) -> tuple[list[str], dict[str, list[str]], list[str]]:
     run may commit."""
     import networkx as nx
     from dvc.repo import Repo
+    from dvc.stage import PipelineStage
 
     with Repo(str(repo)) as dvc_repo:
         graph = dvc_repo.index.graph  # edges point from a stage to the stages it depends on
-        stages = list(reversed(list(nx.topological_sort(graph))))
-        upstream = {stage.name: sorted(dep.name for dep in graph.successors(stage)) for stage in stages}
+        # dvc.yaml's stages; data tracked by `dvc add` (.dvc files, e.g. accepted increments) has nothing to run
+        stages = [s for s in reversed(list(nx.topological_sort(graph))) if isinstance(s, PipelineStage)]
+        upstream = {
+            stage.name: sorted(dep.name for dep in graph.successors(stage) if isinstance(dep, PipelineStage))
+            for stage in stages
+        }
         git_outputs = sorted(
             os.path.relpath(out.fs_path, dvc_repo.root_dir)
             for stage in stages

@@ -398,6 +398,55 @@ class GateConfig(Section):
     max_drop: float = Field(default=0.02, ge=0.0, le=1.0, description="Largest drop against the last commit.")
 
 
+class LifelongGate(Section):
+    """When an update is promoted (flows/update.py): checked on the accuracy matrix after it."""
+
+    max_drop: NonNegativeFloat = Field(
+        default=0.05, le=1.0, description="Accuracy on each earlier increment may fall at most this much."
+    )
+    min_newest: NonNegativeFloat = Field(default=0.8, le=1.0, description="The newest increment's test accuracy.")
+
+
+class LifelongConfig(Section):
+    """Updates of the distilled student as new increments of data arrive (kdcore/lifelong/, the update stage)."""
+
+    scenario: Literal["batch", "domain", "class", "task"] = Field(
+        default="domain",
+        description="batch: more data of known classes | domain: drifted inputs | class: new classes | "
+        "task: new classes, the increment known at test time.",
+    )
+    method: Literal["finetune", "lwf", "replay", "lwf_replay", "teacher", "joint"] = Field(
+        default="lwf_replay", description="The update method (kdcore.lifelong.methods.UPDATES)."
+    )
+    increments: list[str] = Field(
+        default_factory=list, description="Accepted increments in the order learned: names under paths.increments."
+    )
+    memory: NonNegativeInt = Field(default=500, description="Exemplar memory budget (replay methods).")
+    selection: Literal["reservoir", "herding"] = Field(default="herding", description="How exemplars are chosen.")
+    steps: PositiveInt = Field(default=1000, description="Optimisation steps per increment.")
+    batch_size: PositiveInt = Field(default=64, description="New samples per step.")
+    replay_batch_size: PositiveInt = Field(default=64, description="Exemplars per step (replay methods).")
+    lr: PositiveFloat = Field(default=1e-3, description="Adam learning rate.")
+    temperature: PositiveFloat = Field(default=2.0, description="Of the LwF and teacher KD terms.")
+    lwf_weight: NonNegativeFloat = Field(default=1.0, description="Weight of KD from the previous student.")
+    teacher_weight: NonNegativeFloat = Field(default=1.0, description="Weight of KD from the teacher (teacher).")
+    teacher_steps: PositiveInt = Field(default=500, description="The teacher's own update steps per increment.")
+    test_share: float = Field(
+        default=0.2, gt=0.0, lt=1.0, description="Share of each accepted increment held out as its test data."
+    )
+    gate: LifelongGate = LifelongGate()
+
+    @field_validator("increments")
+    @classmethod
+    def _increment_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not TEACHER_NAME.fullmatch(name):
+                raise ValueError(f"increment name {name!r} must be letters, digits, '_' or '-'")
+        if len(set(names)) != len(names):
+            raise ValueError(f"an increment is listed twice: {names}")
+        return names
+
+
 class OrchestrationConfig(Section):
     """How Prefect runs the DVC stages."""
 
@@ -423,6 +472,10 @@ class Paths(Section):
     reports: Path = Path("reports")
     live: Path = Path("dvclive")
     work: Path = Field(default=Path(".kdflow"), description="Resume checkpoints and the teacher-output cache.")
+    landing: Path = Field(default=Path("data/landing"), description="Where new increments arrive (not versioned).")
+    increments: Path = Field(default=Path("data/increments"), description="Accepted increments, one DVC-tracked "
+                             "directory each.")  # fmt: skip
+    updates: Path = Field(default=Path("models/updates"), description="The student after each accepted increment.")
 
 
 class Params(Section):
@@ -440,6 +493,7 @@ class Params(Section):
     distill: DistillConfig = DistillConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     gate: GateConfig = GateConfig()
+    lifelong: LifelongConfig = LifelongConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
 
     @field_validator("teachers")

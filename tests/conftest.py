@@ -32,6 +32,7 @@ TINY = {
     "student": {"model": {"name": "mlp", "hidden": [16]}, "train": {"epochs": 3, "batch_size": 32, "lr": 0.01}},
     "distill": {"temperature": 4.0, "terms": [{"name": "ce", "weight": 0.1}, {"name": "kd", "weight": 0.9}]},
     "evaluate": {"ece_bins": 10, "latency_repeats": 2, "latency_threads": 1},
+    "lifelong": {"steps": 60, "teacher_steps": 30, "memory": 40, "batch_size": 16, "replay_batch_size": 16},
 }
 
 
@@ -66,6 +67,9 @@ def tiny_raw(root: Path | None = None, **overrides: object) -> dict:
             "reports": str(root / "reports"),
             "live": str(root / "dvclive"),
             "work": str(root / ".kdflow"),
+            "landing": str(root / "data/landing"),
+            "increments": str(root / "data/increments"),
+            "updates": str(root / "models/updates"),
         }
     for dotted, value in overrides.items():
         node = raw

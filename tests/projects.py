@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from tasks.dvc_stage import tool_env as pipeline_tool_env
 from kdcore.config import parse_params
+from tasks.dvc_stage import tool_env as pipeline_tool_env
 from tests.conftest import ROOT, tiny_raw
 
 
@@ -37,7 +37,8 @@ def make_project(repo: Path, raw_params: dict | None = None, dvc_yaml: str | Non
     repo.mkdir(parents=True, exist_ok=True)
     for package in ("kdcore", "flows", "tasks"):
         shutil.copytree(ROOT / package, repo / package, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in (".gitignore", ".dvcignore", "prefect.yaml"):
+    for name in (".gitignore", ".dvcignore", "prefect.yaml", "data/increments/README.md"):
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, repo / name)
     (repo / "dvc.yaml").write_text(dvc_yaml if dvc_yaml is not None else (ROOT / "dvc.yaml").read_text())
     raw = raw_params or tiny_raw()

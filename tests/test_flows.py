@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import sys
 from pathlib import Path
 from uuid import UUID
 
 import pandas as pd
 import pytest
+import yaml
 
 from tests.conftest import tiny_raw, with_two_teachers
 from tests.projects import commit_count, make_project, sh, tool_env
@@ -131,7 +133,7 @@ def test_real_pipeline_completes_commits_and_publishes(prefect_server, tmp_path:
     order = [s["stage"] for s in result["stages"]]
     teachers = ["train_teacher@cnn", "train_teacher@mlp"]
     assert sorted(order) == sorted(
-        ["prepare", *teachers, "synthesize", "build_transfer", "distill", "train_student_scratch", "evaluate"]
+        ["prepare", *teachers, "synthesize", "build_transfer", "distill", "train_student_scratch", "evaluate", "update"]
     )
     assert all(s["ran"] for s in result["stages"])
     # the DAG order is kept, and the two independent teachers ran side by side
@@ -141,6 +143,7 @@ def test_real_pipeline_completes_commits_and_publishes(prefect_server, tmp_path:
     assert times["synthesize"][1] <= times["build_transfer"][0]
     assert times["build_transfer"][1] <= times["distill"][0]  # the scratch baseline needs only the prepared data
     assert max(times["distill"][1], times["train_student_scratch"][1]) <= times["evaluate"][0]
+    assert times["distill"][1] <= times["update"][0]
     (a_start, a_end), (b_start, b_end) = times[teachers[0]], times[teachers[1]]
     assert a_start < b_end and b_start < a_end, times
     assert commit_count(repo) == before + 1
@@ -264,6 +267,28 @@ def test_deployment_is_applied_with_its_schedule_and_a_run_completes(
     assert commit_count(repo) == before + 1
     assert str(flow_run.id) in sh(repo, "git", "log", "-1", "--format=%B").stdout
 
+    # the lifelong update deployment: its own schedule; a run with nothing landed completes idle
+    async def read_update():
+        async with get_client() as client:
+            return await client.read_deployment_by_name("kdflow-lifelong-update/lifelong-update")
+
+    update = asyncio.run(read_update())
+    assert [(s.schedule.cron, s.active) for s in update.schedules] == [("30 * * * *", True)]
+    assert update.parameters == {"repo": "."}
+    update_run = run_deployment("kdflow-lifelong-update/lifelong-update", timeout=0)
+    worker = subprocess.run(
+        ["prefect", "worker", "start", "--pool", "kdflow-process", "--run-once"],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert worker.returncode == 0, worker.stdout[-2000:] + worker.stderr[-2000:]
+
+    async def read_update_run():
+        async with get_client() as client:
+            return await client.read_flow_run(update_run.id)
+
+    assert asyncio.run(read_update_run()).state.is_completed()
+    assert commit_count(repo) == before + 1
+
 
 METHODS_SPEC = """
 methods:
@@ -305,3 +330,62 @@ def test_methods_comparison_flow_writes_the_report(prefect_server, tmp_path: Pat
     again = compare_methods(**options, return_state=True)
     assert again.is_completed()
     assert pd.read_csv(tmp_path / "reports/methods.csv").equals(rows)
+
+
+def run_update(repo: Path):
+    from flows.update import lifelong_update
+
+    return lifelong_update(repo=str(repo), return_state=True)
+
+
+def test_update_flow_rejects_promotes_and_rolls_back(prefect_server, tmp_path: Path) -> None:
+    raw = flow_params()
+    raw["lifelong"]["gate"] = {"max_drop": 0.2, "min_newest": 0.5}  # the tiny student is weak
+    repo = make_project(tmp_path / "upd", raw)
+    sh(repo, "dvc", "repro")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "pipeline run")
+    sh(repo, sys.executable, "-m", "kdcore.lifelong.demo", "--batches", "2", "--step", "20", "--corrupt")
+    head = sh(repo, "git", "rev-parse", "HEAD").stdout
+
+    # 1. a corrupt batch (first by name) is rejected with its reason; nothing changes
+    state = run_update(repo)
+    assert state.is_failed() and "corrupt.npz" in state.message and "nan" in state.message, state.message
+    assert sh(repo, "git", "rev-parse", "HEAD").stdout == head
+    assert sh(repo, "git", "status", "--porcelain").stdout.strip() == ""
+    assert "corrupt.npz" in artifacts_of(state.state_details.flow_run_id)["kdflow-increment-rejected"]
+
+    # 2. the next batch is accepted, learned, gated, committed and tagged
+    state = run_update(repo)
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert result["status"] == "promoted" and result["tag"] == "student-update-001-rot020"
+    assert commit_count(repo) == int(sh(repo, "git", "rev-list", "--count", head.strip()).stdout) + 1
+    assert sh(repo, "git", "tag", "--list").stdout.split() == ["student-update-001-rot020"]
+    assert sh(repo, "git", "status", "--porcelain").stdout.strip() == ""
+    assert "up to date" in sh(repo, "dvc", "status").stdout
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["lifelong"]["increments"] == ["rot020"]
+    assert (repo / "data/increments/rot020.dvc").is_file()
+    metrics = json.loads((repo / "metrics/lifelong.json").read_text())
+    assert metrics["increments"] == ["base", "rot020"] and metrics["gate"]["passed"]
+    artifacts = artifacts_of(state.state_details.flow_run_id)
+    assert {"kdflow-update-metrics-diff", "kdflow-lifelong-matrix"} <= set(artifacts)
+    promoted = sh(repo, "git", "rev-parse", "HEAD").stdout
+
+    # 3. a gate no update can pass: the workspace returns to the promoted commit
+    params["lifelong"]["gate"] = {"max_drop": 0.0, "min_newest": 1.0}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(repo, "git", "commit", "-qam", "a strict gate")
+    promoted = sh(repo, "git", "rev-parse", "HEAD").stdout
+    state = run_update(repo)
+    assert state.is_failed() and "gate:" in state.message and "DVC cache as" in state.message, state.message
+    assert sh(repo, "git", "rev-parse", "HEAD").stdout == promoted
+    assert sh(repo, "git", "status", "--porcelain").stdout.strip() == ""
+    assert yaml.safe_load((repo / "params.yaml").read_text())["lifelong"]["increments"] == ["rot020"]
+    assert not (repo / "data/increments/rot040").exists()
+    rejected = state.message.split("DVC cache as ")[1].split()[0]
+    assert (repo / ".dvc/cache/files/md5" / rejected[:2] / rejected[2:]).is_file()
+    # the promoted student's outputs are back; the strict gate (committed by the user) stays
+    assert sorted(p.name for p in (repo / "models/updates").iterdir()) == ["001-rot020", "memory.safetensors"]
+    assert yaml.safe_load((repo / "params.yaml").read_text())["lifelong"]["gate"]["min_newest"] == 1.0

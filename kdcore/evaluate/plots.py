@@ -163,3 +163,30 @@ def save_per_class_png(path: Path, accuracy: dict[str, list[float]], class_names
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
+
+
+def save_accuracy_matrix_png(path: Path, matrix: list[list[float]], names: list[str], title: str) -> None:
+    """Heatmap of R[i][j]: accuracy after learning increment i (row) on increment j's test data (column)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    size = 1.2 + 0.75 * len(names)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    image = ax.imshow(matrix, cmap="viridis", vmin=0, vmax=1)
+    for i, row in enumerate(matrix):
+        for j, value in enumerate(row):
+            ax.text(j, i, f"{value * 100:.1f}", ha="center", va="center", fontsize=8,
+                    color="white" if value < 0.6 else "black")  # fmt: skip
+    ticks = range(len(names))
+    ax.set_xticks(ticks, names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(ticks, names, fontsize=8)
+    ax.set_xlabel("test data of increment j")
+    ax.set_ylabel("after learning increment i")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="accuracy")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
+    plt.close(fig)

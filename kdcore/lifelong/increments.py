@@ -1,0 +1,170 @@
+"""New data batches: from the landing place to accepted, versioned increments.
+
+A batch arrives under paths.landing as an `.npz` file (x, y), a directory of IDX files or an image
+folder (one directory per class name). `accept` reads it with the pipeline's own data sources,
+checks it against what the student takes (Great Expectations: input shape, class names the
+student knows, finite values in range, enough samples to hold some out), normalises it with the
+prepared data's statistics and writes paths.increments/<name>/ (train and held-out test tensors,
+meta.json) in one rename, so a rejected batch leaves nothing behind. The flow then DVC-tracks the
+directory and lists the name under lifelong.increments.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from kdcore.artifacts import load_tensors, read_json, save_tensors, sha256_tensors, write_json
+from kdcore.config import Params
+from kdcore.data.prepared import PreparedData, load_meta
+from kdcore.data.sources import RawData, load_source
+from kdcore.data.transforms import normalise
+from kdcore.data.validate import validate_or_fail
+from kdcore.errors import DataError
+from kdcore.lifelong.scenarios import Increment
+
+MIN_PER_CLASS = 2  # every class of an increment keeps at least one training and one test sample
+
+
+def source_of(path: Path) -> str:
+    """The data source a landed batch is read with: npz file, IDX directory or image folder."""
+    if path.is_file() and path.suffix == ".npz":
+        return "npz"
+    if path.is_dir():
+        if any("-images-idx" in p.name for p in path.iterdir()):
+            return "idx"
+        if any(p.is_dir() for p in path.iterdir()):
+            return "imagefolder"
+    raise DataError(f"{path}: not an increment (an .npz file, a directory of IDX files or an image folder)")
+
+
+def increment_name(path: Path) -> str:
+    """A landed batch's name: its file name without suffix, letters, digits, '_' and '-' kept."""
+    stem = path.name.removesuffix(".npz")
+    return "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in stem)
+
+
+def read_batch(params: Params, path: Path) -> RawData:
+    return load_source(source_of(path), path, params.data.image_size, params.data.channels)
+
+
+def check_batch(params: Params, raw: RawData, meta: PreparedData, where: str) -> torch.Tensor:
+    """Great Expectations checks of a landed batch; returns its labels as the student's class indices."""
+    if tuple(raw.images.shape[1:]) != meta.input_shape:
+        got = "x".join(map(str, raw.images.shape[1:]))
+        raise DataError(f"{where}: samples are {got}, the student takes {'x'.join(map(str, meta.input_shape))}")
+    known = {name: i for i, name in enumerate(meta.meta["class_names"])}
+    names = [raw.class_names[i] for i in raw.labels.tolist()]
+    labels = torch.tensor([known.get(n, -1) for n in names], dtype=torch.long)
+    flat = raw.images.flatten(1)
+    table = pd.DataFrame(
+        {
+            "class_name": names,
+            "label": labels.numpy(),
+            "nan": torch.isnan(flat).sum(1).numpy(),
+            "pixel_min": torch.nan_to_num(flat, nan=0.0).min(1).values.numpy(),
+            "pixel_max": torch.nan_to_num(flat, nan=0.0).max(1).values.numpy(),
+        }
+    )
+    checks = [
+        ("ExpectColumnValuesToBeInSet", {"column": "class_name", "value_set": list(known)}),
+        ("ExpectColumnValuesToBeBetween", {"column": "nan", "min_value": 0, "max_value": 0}),
+    ]
+    if raw.kind == "image":
+        checks += [
+            ("ExpectColumnValuesToBeBetween", {"column": "pixel_min", "min_value": 0.0, "max_value": 1.0}),
+            ("ExpectColumnValuesToBeBetween", {"column": "pixel_max", "min_value": 0.0, "max_value": 1.0}),
+        ]
+    counts = table.groupby("class_name").size().rename("count").reset_index()
+    balance = [("ExpectColumnValuesToBeBetween", {"column": "count", "min_value": MIN_PER_CLASS})]
+    validate_or_fail(
+        {"increment": (table, checks), "class_counts": (counts, balance)},
+        suite=f"increment {where}",
+        # under the work directory: checking a batch changes nothing versioned
+        report_path=params.paths.work / "validation" / f"increment-{Path(where).name}.html",
+    )
+    return labels
+
+
+def split_test(labels: torch.Tensor, share: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per class, a seeded `share` (at least one sample, never all) held out: (train index, test index)."""
+    g = torch.Generator().manual_seed(seed)
+    train, test = [], []
+    for c in labels.unique().tolist():
+        idx = (labels == c).nonzero().squeeze(1)
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        n_test = min(len(idx) - 1, max(1, round(share * len(idx))))
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    return torch.cat(train).sort().values, torch.cat(test).sort().values
+
+
+@dataclass(frozen=True)
+class Accepted:
+    name: str
+    directory: Path
+    train: int
+    test: int
+    classes: list[str]
+
+
+def accept(params: Params, path: Path, name: str | None = None) -> Accepted:
+    """Checks the batch at `path` and writes it as the increment `name` (default: from its file name)."""
+    path = Path(path)
+    name = name or increment_name(path)
+    if name in params.lifelong.increments:
+        raise DataError(f"{path}: increment {name!r} is already in lifelong.increments")
+    out = params.paths.increments / name
+    if out.exists():
+        raise DataError(f"{out}: exists already; remove it or land the batch under another name")
+    meta = load_meta(params.paths.prepared)
+    raw = read_batch(params, path)
+    labels = check_batch(params, raw, meta, str(path))
+    x = normalise(raw.images, torch.tensor(meta.meta["mean"]), torch.tensor(meta.meta["std"]))
+    seed = params.seed + len(params.lifelong.increments) + 1
+    train, test = split_test(labels, params.lifelong.test_share, seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out.parent))
+    try:
+        tensors = {}
+        for split, idx in (("train", train), ("test", test)):
+            tensors[split] = {"x": x[idx].contiguous(), "y": labels[idx].contiguous()}
+            save_tensors(staging / f"{split}.safetensors", tensors[split])
+        classes = sorted({meta.meta["class_names"][i] for i in labels.tolist()})
+        write_json(
+            staging / "meta.json",
+            {
+                "name": name,
+                "landed_as": path.name,
+                "source": source_of(path),
+                "train": len(train),
+                "test": len(test),
+                "classes": classes,
+                "seed": seed,
+                "sha256": {split: sha256_tensors(t) for split, t in tensors.items()},
+            },
+        )
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Accepted(name, out, len(train), len(test), classes)
+
+
+def load_increment(params: Params, name: str, task: int) -> Increment:
+    directory = params.paths.increments / name
+    if not (directory / "meta.json").is_file():
+        raise DataError(f"lifelong.increments: {name!r} has no {directory / 'meta.json'}; accept it first")
+    train = load_tensors(directory / "train.safetensors")
+    test = load_tensors(directory / "test.safetensors")
+    classes = tuple(sorted(set(np.unique(train["y"].numpy()).tolist()) | set(test["y"].unique().tolist())))
+    info = read_json(directory / "meta.json")
+    return Increment(
+        name, train["x"], train["y"], test["x"], test["y"], classes, task, {"landed_as": info["landed_as"]}
+    )

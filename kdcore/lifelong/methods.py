@@ -1,0 +1,256 @@
+"""Update methods: how a student learns one new increment. Each is a registered class whose flags
+say which terms its loss has; `learn_increment` is the one loop they share.
+
+For a batch B of the increment's samples (and, with replay, a batch B_m from the exemplar memory),
+with z the student's logits, z_old the previous student's (frozen), z_T the teacher's, the classes
+A a prediction may take (all seen so far; in the task scenario the sample's own increment's) and
+O the classes the previous student knew:
+
+    L = CE(z|A, y) + lambda_lwf * T^2 KL(softmax(z_old|O / T) || softmax(z|O / T))
+                   + lambda_t   * T^2 KL(softmax(z_T|A / T)   || softmax(z|A / T))
+
+z|A are the logits of the classes in A (the others masked out). The budget is a number of
+optimisation steps per increment, the same for every method.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from kdcore.lifelong.memory import ExemplarMemory, Features
+from kdcore.lifelong.scenarios import Increment
+from kdcore.losses.hinton import kd_divergence
+from kdcore.registry import Registry
+
+NEG = -1e9  # the logit of a class a prediction may not take
+
+
+@dataclass(frozen=True)
+class UpdateSettings:
+    steps: int = 1000  # optimisation steps per increment
+    batch_size: int = 64  # samples of the increment per step
+    replay_batch_size: int = 64  # exemplars per step (replay methods)
+    lr: float = 1e-3  # Adam
+    temperature: float = 2.0
+    lwf_weight: float = 1.0
+    teacher_weight: float = 1.0
+    teacher_steps: int = 500  # the teacher's own update per increment (teacher-guided)
+
+
+class UpdateMethod:
+    """Base: plain cross-entropy on the increment."""
+
+    lwf = False
+    replay = False
+    teacher = False
+    joint = False
+
+
+UPDATES: Registry[type[UpdateMethod]] = Registry("lifelong method")
+
+
+@UPDATES.register("finetune")
+class FineTune(UpdateMethod):
+    """Fine-tuning: L = CE on the new increment only. The forgetting baseline: nothing keeps the old
+    classes (catastrophic forgetting; McCloskey and Cohen 1989)."""
+
+
+@UPDATES.register("lwf")
+class LwF(UpdateMethod):
+    """Learning without Forgetting (Li and Hoiem 2017): L = CE(new) + lambda * T^2 KL(p_old^T || p^T)
+    on the new data, over the classes the previous student knew: the student keeps its previous
+    self's answers on the new inputs. No old data is kept."""
+
+    lwf = True
+
+
+@UPDATES.register("replay")
+class Replay(UpdateMethod):
+    """Experience replay (Rebuffi et al. 2017; Chaudhry et al. 2019, "On Tiny Episodic Memories"):
+    L = CE on a batch of new samples joined with a batch from the class-balanced exemplar memory."""
+
+    replay = True
+
+
+@UPDATES.register("lwf_replay")
+class LwFReplay(UpdateMethod):
+    """LwF on new and replayed samples together (the iCaRL / end-to-end incremental learning recipe,
+    Castro et al. 2018): L = CE(new + memory) + lambda * T^2 KL(p_old^T || p^T) on both."""
+
+    lwf = True
+    replay = True
+
+
+@UPDATES.register("teacher")
+class TeacherGuided(UpdateMethod):
+    """Teacher-guided update: the teacher (larger, so it forgets less) is first updated on the
+    increment with LwF + replay, then the student learns from it and from its previous self:
+    L = CE(new + memory) + lambda_lwf * KD(previous student, old classes) + lambda_t * KD(teacher,
+    classes seen so far), on new and replayed samples (distillation as in Hinton et al. 2015;
+    continual distillation from a teacher as in Lee et al. 2019, "Overcoming catastrophic
+    forgetting with unlabeled data in the wild")."""
+
+    lwf = True
+    replay = True
+    teacher = True
+
+
+@UPDATES.register("joint")
+class Joint(UpdateMethod):
+    """Joint training: L = CE on every increment seen so far (all old data kept), with the same step
+    budget per increment. The upper bound that needs all the data the others do without."""
+
+    joint = True
+
+
+def allowed_mask(
+    y_task: torch.Tensor, num_classes: int, mode: str, seen: list[int], tasks: dict[int, tuple]
+) -> torch.Tensor:
+    """(N, K) True where a prediction may take the class: task scenario the sample's increment's
+    classes, class scenario every class seen so far, otherwise all."""
+    mask = torch.zeros(len(y_task), num_classes, dtype=torch.bool)
+    if mode == "task":
+        for t, classes in tasks.items():
+            mask[(y_task == t).nonzero().squeeze(1)[:, None], torch.tensor(classes)[None, :]] = True
+    elif mode == "class":
+        mask[:, seen] = True
+    else:
+        mask[:] = True
+    return mask
+
+
+def masked(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return logits.masked_fill(~mask, NEG)
+
+
+def logits_of(model: nn.Module, x: torch.Tensor, batch: int = 1024) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        return torch.cat([model(x[i : i + batch]) for i in range(0, len(x), batch)]) if len(x) else x.new_zeros(0)
+
+
+def features_of(model: nn.Module) -> Features:
+    """x -> the input of the model's last Linear layer (its penultimate features), for herding."""
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        taken: list[torch.Tensor] = []
+        handle = last.register_forward_hook(lambda _m, inputs, _out: taken.append(inputs[0].detach()))
+        try:
+            logits_of(model, x)
+        finally:
+            handle.remove()
+        return torch.cat(taken) if taken else x.new_zeros(0, last.in_features)
+
+    return features
+
+
+def old_task_kd(student: torch.Tensor, old: torch.Tensor, classes: list[tuple], temperature: float) -> torch.Tensor:
+    """Mean over the previous student's heads (class groups) of the KD term on that head's logits."""
+    terms = [kd_divergence(student[:, list(c)], old[:, list(c)], temperature) for c in classes]
+    return torch.stack(terms).mean()
+
+
+def learn_increment(
+    method: type[UpdateMethod],
+    model: nn.Module,
+    increment: Increment,
+    history: list[Increment],
+    memory: ExemplarMemory | None,
+    settings: UpdateSettings,
+    *,
+    mode: str,
+    num_classes: int,
+    seed: int,
+    previous: nn.Module | None = None,
+    teacher: nn.Module | None = None,
+) -> dict[str, float]:
+    """Trains `model` in place on `increment` (history: the increments learned before it, in order).
+
+    Returns the mean of each loss part over the last 10% of the steps."""
+    generator = torch.Generator().manual_seed(seed)
+    tasks = {inc.task: inc.classes for inc in [*history, increment]}
+    seen = sorted({c for inc in [*history, increment] for c in inc.classes})
+    old_classes = sorted({c for inc in history for c in inc.classes})
+    old_heads = [inc.classes for inc in history]
+    if method.joint:
+        x = torch.cat([inc.x for inc in [*history, increment]])
+        y = torch.cat([inc.y for inc in [*history, increment]])
+        task = torch.cat([torch.full((len(inc.y),), inc.task, dtype=torch.long) for inc in [*history, increment]])
+    else:
+        x, y = increment.x, increment.y
+        task = torch.full((len(y),), increment.task, dtype=torch.long)
+    use_memory = method.replay and memory is not None and len(memory) > 0
+    if use_memory:
+        mx, my, mtask = memory.x, memory.y, memory.task
+    use_lwf = method.lwf and previous is not None and old_classes
+    # the frozen models' logits on every sample a batch can draw, computed once
+    prev_logits = logits_of(previous, x) if use_lwf else None
+    prev_memory = logits_of(previous, mx) if use_lwf and use_memory else None
+    teach_logits = logits_of(teacher, x) if method.teacher and teacher is not None else None
+    teach_memory = logits_of(teacher, mx) if teach_logits is not None and use_memory else None
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    tail = max(1, settings.steps // 10)
+    sums: dict[str, float] = {}
+    model.train()
+    for step in range(settings.steps):
+        idx = torch.randint(len(y), (min(settings.batch_size, len(y)),), generator=generator)
+        bx, by, bt = x[idx], y[idx], task[idx]
+        bprev = prev_logits[idx] if prev_logits is not None else None
+        bteach = teach_logits[idx] if teach_logits is not None else None
+        if use_memory:
+            m = torch.randint(len(my), (min(settings.replay_batch_size, len(my)),), generator=generator)
+            bx, by, bt = torch.cat([bx, mx[m]]), torch.cat([by, my[m]]), torch.cat([bt, mtask[m]])
+            if bprev is not None:
+                bprev = torch.cat([bprev, prev_memory[m]])
+            if bteach is not None:
+                bteach = torch.cat([bteach, teach_memory[m]])
+        logits = model(bx)
+        allowed = allowed_mask(bt, num_classes, mode, seen, tasks)
+        parts = {"ce": F.cross_entropy(masked(logits, allowed), by)}
+        if bprev is not None:
+            if mode == "task":
+                parts["lwf"] = settings.lwf_weight * old_task_kd(logits, bprev, old_heads, settings.temperature)
+            elif mode == "class":
+                parts["lwf"] = settings.lwf_weight * kd_divergence(
+                    logits[:, old_classes], bprev[:, old_classes], settings.temperature
+                )
+            else:
+                parts["lwf"] = settings.lwf_weight * kd_divergence(logits, bprev, settings.temperature)
+        if bteach is not None:
+            parts["teacher"] = settings.teacher_weight * kd_divergence(
+                masked(logits, allowed), masked(bteach, allowed), settings.temperature
+            )
+        loss = sum(parts.values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step >= settings.steps - tail:
+            for name, value in parts.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach()) / tail
+    model.eval()
+    return sums
+
+
+def accuracy_on(model: nn.Module, increment: Increment, mode: str, seen: list[int], num_classes: int) -> float:
+    """Test accuracy on an increment: predictions among the classes seen so far (class scenario),
+    the increment's own classes (task scenario) or all classes."""
+    if len(increment.test_y) == 0:
+        return float("nan")
+    logits = logits_of(model, increment.test_x)
+    task = torch.full((len(increment.test_y),), increment.task, dtype=torch.long)
+    allowed = allowed_mask(task, num_classes, mode, seen, {increment.task: increment.classes})
+    return float((masked(logits, allowed).argmax(1) == increment.test_y).float().mean())
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    twin = copy.deepcopy(model).eval()
+    for p in twin.parameters():
+        p.requires_grad_(False)
+    return twin
