@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.runs import RunTable, measure  # noqa: E402
 from kdcore.artifacts import atomic_path, write_text  # noqa: E402
+from kdcore.evaluate.plots import save_png  # noqa: E402
 
 COLUMNS = ["method", "images", "steps", "seed", "accuracy", "seconds"]
 
@@ -106,9 +107,7 @@ def save_plot(full: pd.DataFrame, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

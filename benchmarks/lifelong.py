@@ -27,6 +27,7 @@ from benchmarks.runs import RunTable  # noqa: E402
 from kdcore.artifacts import atomic_path, write_text  # noqa: E402
 from kdcore.config import load_params  # noqa: E402
 from kdcore.data.prepared import load_meta, load_split  # noqa: E402
+from kdcore.evaluate.plots import save_png  # noqa: E402
 from kdcore.lifelong.methods import UpdateSettings  # noqa: E402
 from kdcore.lifelong.run import run_stream  # noqa: E402
 from kdcore.lifelong.scenarios import StreamData, make_stream  # noqa: E402
@@ -129,9 +130,7 @@ def save_matrices(rows: pd.DataFrame, path: Path, spec: dict) -> None:
             ax.set_ylabel(f"{r.scenario}\nafter increment i", fontsize=7)
     fig.suptitle("R[i][j]: accuracy (%) after increment i (row) on increment j's test data (column)", fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,15 @@ import torch
 from kdcore.artifacts import atomic_path
 
 
+def save_png(fig, path: Path, dpi: int = 110) -> None:
+    """Writes a matplotlib figure as PNG atomically, without the version stamp (same figure, same bytes)."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
+    plt.close(fig)
+
+
 def confusion_matrix(y: torch.Tensor, pred: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(classes, classes) counts, rows = true class, columns = predicted class."""
     return torch.bincount(y * num_classes + pred, minlength=num_classes**2).view(num_classes, num_classes)
@@ -187,6 +196,4 @@ def save_accuracy_matrix_png(path: Path, matrix: list[list[float]], names: list[
     ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.046, label="accuracy")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
-    plt.close(fig)
+    save_png(fig, path)

@@ -76,18 +76,22 @@ def run(params: Params) -> None:
         log=lambda line: print(f"update: {line}", flush=True),
     )
     out = params.paths.updates
-    if out.exists():
-        shutil.rmtree(out)
+    staging = out.with_name(f".{out.name}.partial")  # written whole, then renamed: never half an output
+    if staging.exists():
+        shutil.rmtree(staging)
     for i, (increment, model) in enumerate(zip(stream, result.models, strict=True)):
         if i == 0:
             continue
         made_by = {"lifelong": cfg.model_dump(mode="json"), "increments": names[1 : i + 1]}
         save_model_dir(
-            out / f"{i:03d}-{increment.name}", model, spec, meta.input_shape, meta.num_classes,
+            staging / f"{i:03d}-{increment.name}", model, spec, meta.input_shape, meta.num_classes,
             seed=params.seed, config=made_by,
         )  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    save_tensors(out / "memory.safetensors", result.memory.tensors())
+    staging.mkdir(parents=True, exist_ok=True)
+    save_tensors(staging / "memory.safetensors", result.memory.tensors())
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
     gate = check_update_gate(result.matrix, names, cfg.gate.max_drop, cfg.gate.min_newest)
     metrics = {
         "scenario": cfg.scenario,
