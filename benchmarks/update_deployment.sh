@@ -12,7 +12,7 @@ cache="$PWD/.dvc/cache"
 work=$(mktemp -d)/kdflow
 git clone -q . "$work"
 cd "$work"
-dvc cache dir "$cache" && dvc checkout -q
+dvc cache dir --local "$cache" && dvc checkout -q
 dvc status -q || { echo "the clone's outputs are not in this project's cache: run dvc repro first" >&2; exit 1; }
 prefect work-pool inspect kdflow-process >/dev/null 2>&1 || prefect work-pool create kdflow-process --type process >/dev/null
 prefect --no-prompt deploy --name lifelong-update >/dev/null
@@ -35,7 +35,8 @@ async def state():
         return (await client.read_flow_run(UUID(os.environ["RUN_ID"]))).state
 s = asyncio.run(state())
 print(f"{s.name}: {s.message or ''}"[:300])
-ledger = json.loads(pathlib.Path(".kdflow/landing.json").read_text())
+ledger_file = pathlib.Path(".kdflow/landing.json")
+ledger = json.loads(ledger_file.read_text()) if ledger_file.is_file() else {}
 for name, entry in ledger.items():
     print(f"  {name}: {entry['status']}: {entry['reason'][:200]}")
 EOF
