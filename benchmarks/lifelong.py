@@ -1,6 +1,6 @@
 """Lifelong updates on the bundled data: every method in every scenario, several seeds.
 
-    python benchmarks/lifelong.py [--spec benchmarks/lifelong.yaml] [--only class ...]
+    python benchmarks/lifelong.py [--spec benchmarks/lifelong.yaml] [--only class ...] [--validation 500 --reports DIR]
 
 Writes reports/lifelong.csv (one row per run: scenario,method,memory,seed,acc,forgetting),
 reports/lifelong_runs.csv (every figure, the accuracy matrix as JSON), reports/lifelong.md and
@@ -27,6 +27,7 @@ from benchmarks.runs import RunTable  # noqa: E402
 from kdcore.artifacts import atomic_path, write_text  # noqa: E402
 from kdcore.config import load_params  # noqa: E402
 from kdcore.data.prepared import load_meta, load_split  # noqa: E402
+from kdcore.data.splits import stratified_split  # noqa: E402
 from kdcore.evaluate.plots import save_png  # noqa: E402
 from kdcore.lifelong.methods import UpdateSettings  # noqa: E402
 from kdcore.lifelong.run import run_stream  # noqa: E402
@@ -42,7 +43,10 @@ ANCHORS = {  # published class-incremental Split-MNIST figures (ACC), for the re
 }
 
 
-def stream_data(params_path: Path, work: Path) -> tuple[StreamData, object]:
+def stream_data(params_path: Path, work: Path, validation: int = 0) -> tuple[StreamData, object]:
+    """The stream's pool (teacher + transfer splits) and test split; with `validation` > 0, that many
+    samples of the pool (stratified, seeded) take the test split's place and the rest is the pool,
+    so a choice made on them never sees the test split."""
     params = load_params(params_path)
     prepared = work / "prepared"
     params = params.model_copy(update={"paths": params.paths.model_copy(update={"prepared": prepared})})
@@ -51,10 +55,13 @@ def stream_data(params_path: Path, work: Path) -> tuple[StreamData, object]:
     meta = load_meta(prepared)
     train = [load_split(prepared, s) for s in ("teacher_train", "transfer")]
     test = load_split(prepared, "test")
-    data = StreamData(
-        torch.cat([s.x for s in train]), torch.cat([s.y for s in train]), test.x, test.y, meta.num_classes, meta.fill
-    )
-    return data, params
+    x, y = torch.cat([s.x for s in train]), torch.cat([s.y for s in train])
+    test_x, test_y = test.x, test.y
+    if validation:
+        parts = stratified_split(y, {"pool": len(y) - validation, "validation": validation}, params.seed + 11)
+        pool, held = torch.from_numpy(parts["pool"]), torch.from_numpy(parts["validation"])
+        x, y, test_x, test_y = x[pool], y[pool], x[held], y[held]
+    return StreamData(x, y, test_x, test_y, meta.num_classes, meta.fill), params
 
 
 def render(rows: pd.DataFrame, spec: dict, student: str, teacher: str) -> str:
@@ -140,9 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=ROOT / ".kdflow" / "lifelong")
     parser.add_argument("--reports", type=Path, default=ROOT / "reports")
     parser.add_argument("--only", nargs="*", help="scenarios to measure (default: all in the spec)")
+    parser.add_argument("--validation", type=int, default=0,
+                        help="score on this many held-out training digits, not the test split")  # fmt: skip
     args = parser.parse_args(argv)
     spec = yaml.safe_load(args.spec.read_text())
-    data, params = stream_data(args.params, args.work)
+    data, params = stream_data(args.params, args.work, args.validation)
     torch.set_num_threads(params.cpu_threads)
     meta = load_meta(params.paths.prepared)
     teacher_spec = next(iter(params.teachers.values())).model
