@@ -398,6 +398,20 @@ class GateConfig(Section):
     max_drop: float = Field(default=0.02, ge=0.0, le=1.0, description="Largest drop against the last commit.")
 
 
+class ExportConfig(Section):
+    """ONNX files of the students, fp32 and int8, evaluated in onnxruntime (the export stage)."""
+
+    models: list[Literal["student_kd", "student_scratch"]] = Field(
+        default_factory=lambda: ["student_kd"], description="Which models to export."
+    )
+    int8: bool = Field(default=True, description="Also write the int8 QDQ model (onnxruntime static quantization).")
+    calibration_samples: PositiveInt = Field(default=512, description="Transfer images that calibrate int8 ranges.")
+    per_channel: bool = Field(default=True, description="int8 weights with one scale per output channel.")
+    reduce_range: bool = Field(
+        default=True, description="7-bit weights: avoids int16 saturation in AVX2 kernels on CPUs without VNNI."
+    )
+
+
 class LifelongGate(Section):
     """When an update is promoted (flows/update.py): checked on the accuracy matrix after it."""
 
@@ -476,6 +490,7 @@ class Paths(Section):
     increments: Path = Field(default=Path("data/increments"), description="Accepted increments, one DVC-tracked "
                              "directory each.")  # fmt: skip
     updates: Path = Field(default=Path("models/updates"), description="The student after each accepted increment.")
+    exported: Path = Field(default=Path("models/export"), description="ONNX files of the students (export stage).")
 
 
 class Params(Section):
@@ -494,6 +509,7 @@ class Params(Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     gate: GateConfig = GateConfig()
     lifelong: LifelongConfig = LifelongConfig()
+    export: ExportConfig = ExportConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
 
     @field_validator("teachers")

@@ -70,6 +70,7 @@ def tiny_raw(root: Path | None = None, **overrides: object) -> dict:
             "landing": str(root / "data/landing"),
             "increments": str(root / "data/increments"),
             "updates": str(root / "models/updates"),
+            "exported": str(root / "models/export"),
         }
     for dotted, value in overrides.items():
         node = raw

@@ -133,7 +133,17 @@ def test_real_pipeline_completes_commits_and_publishes(prefect_server, tmp_path:
     order = [s["stage"] for s in result["stages"]]
     teachers = ["train_teacher@cnn", "train_teacher@mlp"]
     assert sorted(order) == sorted(
-        ["prepare", *teachers, "synthesize", "build_transfer", "distill", "train_student_scratch", "evaluate", "update"]
+        [
+            "prepare",
+            *teachers,
+            "synthesize",
+            "build_transfer",
+            "distill",
+            "train_student_scratch",
+            "evaluate",
+            "export",
+            "update",
+        ]
     )
     assert all(s["ran"] for s in result["stages"])
     # the DAG order is kept, and the two independent teachers ran side by side
@@ -144,6 +154,7 @@ def test_real_pipeline_completes_commits_and_publishes(prefect_server, tmp_path:
     assert times["build_transfer"][1] <= times["distill"][0]  # the scratch baseline needs only the prepared data
     assert max(times["distill"][1], times["train_student_scratch"][1]) <= times["evaluate"][0]
     assert times["distill"][1] <= times["update"][0]
+    assert max(times["distill"][1], times["train_student_scratch"][1]) <= times["export"][0]
     (a_start, a_end), (b_start, b_end) = times[teachers[0]], times[teachers[1]]
     assert a_start < b_end and b_start < a_end, times
     assert commit_count(repo) == before + 1

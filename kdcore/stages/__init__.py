@@ -16,6 +16,7 @@ STAGE_NAMES = (
     "distill",
     "train_student_scratch",
     "evaluate",
+    "export",
     "update",
 )
 

@@ -121,18 +121,23 @@ def cost_metrics(model: nn.Module, weight_files: list[Path], x: torch.Tensor, pa
     }
 
 
+def teacher_of(params: Params, members: dict[str, nn.Module] | None = None) -> nn.Module:
+    """What the students learned from: the one teacher, or the teachers' ensemble as build_transfer combined them."""
+    if members is None:
+        members = {name: load_model_dir(params.paths.teachers / name)[0] for name in params.teachers}
+    if len(members) == 1:
+        return next(iter(members.values()))
+    ensemble = params.transfer.ensemble
+    return Ensemble(list(members.values()), ensemble.method, ensemble.weights, ensemble.tau)
+
+
 def run(params: Params) -> None:
     paths = params.paths
     prepared = load_meta(paths.prepared)
     test = load_split(paths.prepared, "test")
-    ensemble = params.transfer.ensemble
     members = {name: load_model_dir(paths.teachers / name)[0] for name in params.teachers}
     models: dict[str, nn.Module] = {f"teacher/{name}": m for name, m in members.items()}
-    models["teacher"] = (
-        next(iter(members.values()))
-        if len(members) == 1
-        else Ensemble(list(members.values()), ensemble.method, ensemble.weights, ensemble.tau)
-    )
+    models["teacher"] = teacher_of(params, members)
     models["student_scratch"] = load_model_dir(paths.student_scratch)[0]
     models["student_kd"] = load_model_dir(paths.student_kd)[0]
     files = {f"teacher/{name}": [weights_file(paths.teachers / name)] for name in members}

@@ -1,0 +1,64 @@
+"""The export stage: ONNX files of the students, fp32 and int8, checked and evaluated in onnxruntime."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from kdcore.artifacts import sha256_file
+from kdcore.checkpoint import load_model_dir
+from kdcore.config import parse_params
+from kdcore.data.prepared import load_split
+from kdcore.inference import predict_logits
+from kdcore.models.onnx import OnnxModel
+from kdcore.quantize.onnx_export import export_onnx, quantize_int8
+from kdcore.stages import get_stage
+from tests.conftest import tiny_raw
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("export")
+    raw = tiny_raw(root)
+    raw["export"] = {"models": ["student_kd", "student_scratch"], "calibration_samples": 128}
+    params = parse_params(raw)
+    for stage in ("prepare", "train_teacher", "synthesize", "build_transfer", "distill", "train_student_scratch"):
+        get_stage(stage)(params)
+    return params
+
+
+def test_export_writes_checked_onnx_files_and_their_metrics(trained) -> None:
+    get_stage("export")(trained)
+    rows = json.loads((trained.paths.metrics / "export.json").read_text())
+    assert set(rows) == {"student_kd_onnx", "student_kd_int8", "student_scratch_onnx", "student_scratch_int8"}
+    for key in ("student_kd", "student_scratch"):
+        fp32, int8 = rows[f"{key}_onnx"], rows[f"{key}_int8"]
+        assert fp32["agreement_fp32"] == 1.0 and fp32["max_abs_diff_fp32"] < 1e-3
+        assert int8["size_bytes"] < fp32["size_bytes"]  # tiny models: the graph's own bytes weigh as much as weights
+        assert int8["agreement_fp32"] > 0.9
+        assert {"accuracy", "nll", "ece", "agreement", "latency_ms_b1", "latency_ms_b256"} <= set(int8)
+    model, _ = load_model_dir(trained.paths.student_kd)
+    test = load_split(trained.paths.prepared, "test")
+    torch_accuracy = float((predict_logits(model, test.x).argmax(1) == test.y).float().mean())
+    assert rows["student_kd_onnx"]["accuracy"] == pytest.approx(torch_accuracy, abs=1e-6)
+    files = sorted((trained.paths.exported / "student_kd").iterdir())
+    assert [f.name for f in files] == ["model.onnx", "model_int8.onnx"]
+    hashes = [sha256_file(f) for f in files]
+    get_stage("export")(trained)
+    assert hashes == [sha256_file(f) for f in files]  # same inputs, same bytes
+
+
+def test_onnx_round_trip_of_a_cnn_and_int8_of_it(trained, tmp_path: Path) -> None:
+    teacher, _ = load_model_dir(trained.paths.teachers / "cnn")
+    x = torch.randn(40, 1, 8, 8)
+    export_onnx(teacher, (1, 8, 8), tmp_path / "cnn.onnx")
+    runtime = OnnxModel(tmp_path / "cnn.onnx")
+    assert torch.allclose(predict_logits(runtime, x), predict_logits(teacher, x), atol=1e-4)
+    quantize_int8(tmp_path / "cnn.onnx", tmp_path / "cnn_int8.onnx", x, per_channel=True, reduce_range=True)
+    int8 = predict_logits(OnnxModel(tmp_path / "cnn_int8.onnx"), x)
+    assert int8.shape == (40, 10)
+    assert (tmp_path / "cnn_int8.onnx").stat().st_size < (tmp_path / "cnn.onnx").stat().st_size
+    assert not list(tmp_path.glob("*.pre.onnx"))  # the pre-processed copy is not left behind
