@@ -20,6 +20,22 @@ from kdcore.errors import DataError
 INPUT, OUTPUT = "x", "logits"
 
 
+def strip_debug_info(path: Path) -> None:
+    """Removes the exporter's per-node debug records (stack traces with absolute source paths, FX
+    node dumps) and doc strings, so the file's bytes do not depend on where the code lives."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graphs = [model.graph, *[f for f in model.functions]]
+    for graph in graphs:
+        for node in graph.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+    model.graph.doc_string = ""
+    del model.metadata_props[:]
+    onnx.save(model, str(path))
+
+
 def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], path: Path) -> None:
     """Writes `model` as one self-contained ONNX file (weights inside) taking (batch, C, H, W)."""
     model = model.cpu().eval()
@@ -32,6 +48,7 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], path: Path)
                 model, (example,), str(tmp), dynamo=True, external_data=False, input_names=[INPUT],
                 output_names=[OUTPUT], dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
             )  # fmt: skip
+        strip_debug_info(tmp)
 
     save_with(path, write)
 
