@@ -45,11 +45,26 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def canonical_safetensors_header(path: str | Path) -> None:
+    """Rewrites a safetensors file's JSON header with its keys sorted. The library writes the metadata
+    map in an order that varies from process to process; sorted, the same tensors give the same bytes.
+    The header keeps its length (the same keys and values), so no data offset moves."""
+    with open(path, "r+b") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+        text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+        if len(text) > size:
+            raise ValueError(f"{path}: safetensors header grew when sorted ({len(text)} > {size} bytes)")
+        f.seek(8)
+        f.write(text + b" " * (size - len(text)))
+
+
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, str] | None = None) -> None:
-    """Saves named tensors as safetensors (no pickle), atomically."""
+    """Saves named tensors as safetensors (no pickle), atomically, the same bytes for the same tensors."""
     contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(contiguous, str(tmp), metadata=meta)
+        canonical_safetensors_header(tmp)
 
 
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:

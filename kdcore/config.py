@@ -412,6 +412,44 @@ class ExportConfig(Section):
     )
 
 
+class LowBitConfig(Section):
+    """Low-bit weights of the Linear layers (torchao), stored packed."""
+
+    bits: int = Field(default=4, ge=2, le=7, description="Bits per weight.")
+    group: NonNegativeInt = Field(
+        default=0, description="Weights sharing one scale along a row; 0: one scale per output row."
+    )
+
+
+class QATSettings(Section):
+    """Quantization-aware training: the fake-quantized student fine-tuned on the transfer views."""
+
+    targets: Literal["kd", "labels"] = Field(
+        default="kd",
+        description="kd: distill.terms' logit terms against the cached teacher logits | labels: cross-entropy "
+        "on the views' labels only (the baseline QAT with KD is compared with).",
+    )
+    epochs: PositiveInt = Field(default=2, description="Passes over the transfer views.")
+    batch_size: PositiveInt = 128
+    lr: PositiveFloat = Field(default=1e-4, description="Peak learning rate (Adam, cosine).")
+
+
+class QuantizeConfig(Section):
+    """Quantized students (the quantize stage): torchao PT2E int8 and low-bit weights, evaluated in the
+    runtime that ships them."""
+
+    models: list[Literal["student_kd", "student_scratch"]] = Field(
+        default_factory=lambda: ["student_kd"], description="Which models to quantize."
+    )
+    int8: bool = Field(default=True, description="Static int8 PTQ (PT2E, X86InductorQuantizer), shipped as ONNX QDQ.")
+    int8_qat: bool = Field(default=True, description="int8 quantization-aware training (qat settings).")
+    dynamic_int8: bool = Field(default=False, description="Dynamic int8 PTQ of the Linear layers (MLP students).")
+    low_bit: LowBitConfig | None = Field(default_factory=LowBitConfig, description="Low-bit weights; null: none.")
+    low_bit_qat: bool = Field(default=True, description="Low-bit quantization-aware training (qat settings).")
+    qat: QATSettings = QATSettings()
+    calibration_samples: PositiveInt = Field(default=512, description="Transfer images that calibrate int8 ranges.")
+
+
 class LifelongGate(Section):
     """When an update is promoted (flows/update.py): checked on the accuracy matrix after it."""
 
@@ -445,6 +483,11 @@ class LifelongConfig(Section):
     lwf_weight: NonNegativeFloat = Field(default=1.0, description="Weight of KD from the previous student.")
     teacher_weight: NonNegativeFloat = Field(default=1.0, description="Weight of KD from the teacher (teacher).")
     teacher_steps: PositiveInt = Field(default=500, description="The teacher's own update steps per increment.")
+    asymmetric_ce: bool = Field(
+        default=False,
+        description="Class scenario: the new samples' cross-entropy over the increment's own classes, the "
+        "replayed samples' over all seen classes (ER-ACE, Caccia et al. 2022).",
+    )
     test_share: float = Field(
         default=0.2, gt=0.0, lt=1.0, description="Share of each accepted increment held out as its test data."
     )
@@ -491,6 +534,7 @@ class Paths(Section):
                              "directory each.")  # fmt: skip
     updates: Path = Field(default=Path("models/updates"), description="The student after each accepted increment.")
     exported: Path = Field(default=Path("models/export"), description="ONNX files of the students (export stage).")
+    quantized: Path = Field(default=Path("models/quantized"), description="Quantized students (quantize stage).")
 
 
 class Params(Section):
@@ -510,6 +554,7 @@ class Params(Section):
     gate: GateConfig = GateConfig()
     lifelong: LifelongConfig = LifelongConfig()
     export: ExportConfig = ExportConfig()
+    quantize: QuantizeConfig = QuantizeConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
 
     @field_validator("teachers")

@@ -71,6 +71,7 @@ def tiny_raw(root: Path | None = None, **overrides: object) -> dict:
             "increments": str(root / "data/increments"),
             "updates": str(root / "models/updates"),
             "exported": str(root / "models/export"),
+            "quantized": str(root / "models/quantized"),
         }
     for dotted, value in overrides.items():
         node = raw

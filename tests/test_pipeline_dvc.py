@@ -30,10 +30,13 @@ def test_repro_change_one_param_and_diff(repo: Path) -> None:
         "distill",
         "train_student_scratch",
     )
-    for stage in (*stages, "evaluate"):
+    for stage in (*stages, "export", "quantize", "evaluate"):
         assert f"Running stage '{stage}'" in first.stdout
     summary = json.loads((repo / "metrics/summary.json").read_text())
-    assert set(summary) == {"teacher", "teacher/cnn", "teacher/mlp", "student_scratch", "student_kd", "transfer_set"}
+    shipped = {f"student_kd_{kind}" for kind in ("onnx", "int8", "int8_pt2e", "int8_qat", "int4", "int4_qat")}
+    assert set(summary) == {"teacher", "teacher/cnn", "teacher/mlp", "student_scratch", "student_kd", "transfer_set",
+                            *shipped}  # fmt: skip
+    assert "`student_kd_int4_qat`: int4 weights QAT + KD" in (repo / "reports/report.md").read_text()
     assert "ensemble (mean of 2)" in (repo / "reports/report.md").read_text()
     # DVC owns the large outputs: git sees only their .gitignore entries, never the files
     untracked = sh(repo, "git", "status", "--porcelain", "--untracked-files=all").stdout
@@ -67,6 +70,13 @@ def test_repro_change_one_param_and_diff(repo: Path) -> None:
 
     noop = sh(repo, "dvc", "repro")
     assert "Running stage" not in noop.stdout
+
+    raw["quantize"] = {**raw.get("quantize", {}), "qat": {"epochs": 1}}  # only the quantized files change
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    third = sh(repo, "dvc", "repro").stdout
+    assert "Running stage 'quantize'" in third and "Running stage 'evaluate'" in third
+    for stage in ("distill", "train_student_scratch", "export"):
+        assert f"Stage '{stage}' didn't change, skipping" in third, third
 
 
 def test_changing_one_teacher_retrains_only_that_teacher(repo: Path) -> None:

@@ -9,7 +9,10 @@ O the classes the previous student knew:
     L = CE(z|A, y) + lambda_lwf * T^2 KL(softmax(z_old|O / T) || softmax(z|O / T))
                    + lambda_t   * T^2 KL(softmax(z_T|A / T)   || softmax(z|A / T))
 
-z|A are the logits of the classes in A (the others masked out). The budget is a number of
+z|A are the logits of the classes in A (the others masked out). With `asymmetric_ce` (class
+scenario), A for the new samples is the increment's own classes and for the replayed ones every
+class seen so far: the new classes' gradients no longer push the old logits down, the main source
+of the bias towards the newest classes (ER-ACE, Caccia et al. 2022). The budget is a number of
 optimisation steps per increment, the same for every method.
 """
 
@@ -40,6 +43,7 @@ class UpdateSettings:
     lwf_weight: float = 1.0
     teacher_weight: float = 1.0
     teacher_steps: int = 500  # the teacher's own update per increment (teacher-guided)
+    asymmetric_ce: bool = False  # class scenario: new samples' CE over the increment's classes only (ER-ACE)
 
 
 class UpdateMethod:
@@ -213,6 +217,8 @@ def learn_increment(
                 bteach = torch.cat([bteach, teach_memory[m]])
         logits = model(bx)
         allowed = allowed_mask(bt, num_classes, mode, seen, tasks)
+        if settings.asymmetric_ce and mode == "class" and not method.joint:
+            allowed[: len(idx)] = allowed_mask(bt[: len(idx)], num_classes, mode, list(increment.classes), tasks)
         parts = {"ce": F.cross_entropy(masked(logits, allowed), by)}
         if bprev is not None:
             if mode == "task":

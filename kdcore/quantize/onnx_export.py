@@ -36,9 +36,42 @@ def strip_debug_info(path: Path) -> None:
     onnx.save(model, str(path))
 
 
+def dynamic_quantization_translations() -> dict:
+    """ONNX forms of the per-batch quantization ops a PT2E dynamic int8 graph holds (the exporter has
+    none): torch's choose_qparams (uint8, the range widened to hold 0) is ONNX's DynamicQuantizeLinear,
+    and quantize / dequantize with tensor scale and zero point are QuantizeLinear / DequantizeLinear."""
+    from onnxscript import opset18 as op
+
+    float32, uint8, float64, int64 = 1, 2, 11, 7  # ONNX TensorProto types
+
+    def choose_qparams(x, qmin: int, qmax: int, eps: float, dtype: int):
+        _, scale, zero_point = op.DynamicQuantizeLinear(x)
+        one = op.Constant(value_ints=[1])  # torch's outputs: shape [1], float64 and int64
+        return op.Reshape(op.Cast(scale, to=float64), one), op.Reshape(op.Cast(zero_point, to=int64), one)
+
+    def scalar(value, to: int):
+        return op.Squeeze(op.Cast(value, to=to))  # [1] -> []: per-tensor scale and zero point
+
+    def quantize(x, scale, zero_point, qmin: int, qmax: int, dtype: int):
+        return op.QuantizeLinear(x, scalar(scale, float32), scalar(zero_point, uint8))
+
+    def dequantize(x, scale, zero_point, qmin: int, qmax: int, dtype: int):
+        return op.DequantizeLinear(x, scalar(scale, float32), scalar(zero_point, uint8))
+
+    ops = torch.ops.quantized_decomposed
+    if not hasattr(ops, "choose_qparams"):  # registered by torchao's PT2E: without it no graph holds them
+        return {}
+    return {
+        ops.choose_qparams.tensor: choose_qparams,
+        ops.quantize_per_tensor.tensor: quantize,
+        ops.dequantize_per_tensor.tensor: dequantize,
+    }
+
+
 def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], path: Path) -> None:
     """Writes `model` as one self-contained ONNX file (weights inside) taking (batch, C, H, W)."""
-    model = model.cpu().eval()
+    model = model.cpu()
+    model.eval()  # not chained: an exported graph's eval() returns None
     example = torch.zeros(2, *input_shape)
 
     def write(tmp: Path) -> None:
@@ -47,6 +80,7 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], path: Path)
             torch.onnx.export(
                 model, (example,), str(tmp), dynamo=True, external_data=False, input_names=[INPUT],
                 output_names=[OUTPUT], dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
+                custom_translation_table=dynamic_quantization_translations(),
             )  # fmt: skip
         strip_debug_info(tmp)
 

@@ -17,6 +17,7 @@ STAGE_NAMES = (
     "train_student_scratch",
     "evaluate",
     "export",
+    "quantize",
     "update",
 )
 

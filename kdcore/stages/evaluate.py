@@ -51,6 +51,56 @@ def transfer_set_label(transfer_set: dict[str, int], synth_method: str | None) -
     return f"{' and '.join(parts)} transfer images x {transfer_set['views_per_sample']} views"
 
 
+DEPLOYED_FILES = ("export.json", "quantize.json")  # the export and quantize stages' rows, merged into summary.json
+
+
+def deployed_label(name: str, model: str) -> tuple[str, str]:
+    """(what the file is, the runtime its accuracy and latency come from) for an export / quantize row."""
+    kind = name[len(model) + 1 :]
+    if kind == "onnx":
+        return "fp32 ONNX", "onnxruntime"
+    if kind == "int8":
+        return "int8 PTQ (onnxruntime static QDQ)", "onnxruntime"
+    if kind.startswith("int8"):
+        how = {"pt2e": "PTQ", "qat": "QAT + KD", "qat_labels": "QAT, hard labels", "dynamic": "dynamic PTQ"}
+        return f"int8 {how.get(kind[5:], kind[5:])} (torchao PT2E)", "onnxruntime; torch oneDNN"
+    bits, _, rest = kind.partition("_")
+    how = {"": "PTQ", "qat": "QAT + KD", "qat_labels": "QAT, hard labels"}.get(rest, rest)
+    return f"{bits} weights {how} (torchao)", "torch"
+
+
+def render_deployed(summary: dict[str, dict[str, float]]) -> list[str]:
+    """The table of exported and quantized files, each beside its fp32 model."""
+    lines = []
+    for model in STUDENT_KEYS:
+        names = [n for n in summary if n.startswith(f"{model}_")]
+        if not names:
+            continue
+        fp32 = summary[model]
+        lines += [
+            f"Deployed forms of the {LABELS[model]} (accuracy and latency measured in the runtime named; torch "
+            "figures of the int8 graphs: lowered to oneDNN int8 kernels at a static batch):",
+            "",
+            "| file | runtime | accuracy | agreement with fp32 | size (KiB) | size vs fp32 | latency b1 (ms) | "
+            "latency b256 (ms) | torch b1 (ms) | torch b256 (ms) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"| fp32 weights | torch eager | {fp32['accuracy']:.4f} | 1.0000 | {fp32['size_bytes'] / 1024:.1f} | "
+            f"1.00x | {fp32['latency_ms_b1']:.3f} | {fp32['latency_ms_b256']:.3f} | | |",
+        ]
+        for name in names:
+            m = summary[name]
+            label, runtime = deployed_label(name, model)
+            torch_b1 = f"{m['latency_torch_ms_b1']:.3f}" if "latency_torch_ms_b1" in m else ""
+            torch_b256 = f"{m['latency_torch_ms_b256']:.3f}" if "latency_torch_ms_b256" in m else ""
+            lines.append(
+                f"| `{name}`: {label} | {runtime} | {m['accuracy']:.4f} | {m['agreement_fp32']:.4f} | "
+                f"{m['size_bytes'] / 1024:.1f} | {m['size_bytes'] / fp32['size_bytes']:.2f}x | "
+                f"{m['latency_ms_b1']:.3f} | {m['latency_ms_b256']:.3f} | {torch_b1} | {torch_b256} |"
+            )
+        lines.append("")
+    return lines
+
+
 def render_report(summary: dict[str, dict[str, float]], meta: dict, params: Params, synth_method: str | None) -> str:
     rows = [
         "| model | accuracy | NLL | ECE | agreement | parameters | size (KiB) | latency b1 (ms) | latency b256 (ms) |",
@@ -94,6 +144,7 @@ def render_report(summary: dict[str, dict[str, float]], meta: dict, params: Para
             f"{teacher_label(params)} "
             f"and runs {teacher['latency_ms_b256'] / max(kd['latency_ms_b256'], 1e-9):.1f}x faster at batch 256.",
             "",
+            *render_deployed(summary),
             f"Latency: median of {params.evaluate.latency_repeats} CPU runs with "
             f"{params.evaluate.latency_threads} thread(s). ECE: {params.evaluate.ece_bins} equal-width bins.",
             "",
@@ -194,6 +245,9 @@ def run(params: Params) -> None:
         "scratch_samples": (prepared.meta["sizes"]["transfer"] if params.transfer.labeled else 0)
         + (prepared.meta["sizes"]["teacher_train"] if params.transfer.include_teacher_train else 0),
     }
+    for name in DEPLOYED_FILES:  # rows of the files that ship, measured by the export and quantize stages
+        if (paths.metrics / name).is_file():
+            summary.update(read_json(paths.metrics / name))
     write_json(paths.metrics / "summary.json", summary)
     write_text(paths.reports / "report.md", render_report(summary, prepared.meta, params, synth.get("method")))
 
