@@ -26,9 +26,10 @@ def tool_env() -> dict[str, str]:
     return env
 
 
-def sh(repo: Path, *cmd: str) -> subprocess.CompletedProcess[str]:
+def sh(repo: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(cmd, cwd=repo, env=tool_env(), capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    log = f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0 or not check, log
     return result
 
 

@@ -71,6 +71,17 @@ def test_repro_change_one_param_and_diff(repo: Path) -> None:
     noop = sh(repo, "dvc", "repro")
     assert "Running stage" not in noop.stdout
 
+    good = (repo / "params.yaml").read_text()
+    for bad in ({"student": {**raw["student"], "train": {**raw["student"]["train"], "epoch": 30}}}, {"foo": 1}):
+        (repo / "params.yaml").write_text(yaml.safe_dump({**raw, **bad}, sort_keys=False))
+        failed = sh(repo, "dvc", "repro", check=False)
+        assert failed.returncode != 0
+        assert "student.train.epoch: unknown key" in failed.stderr or "foo: unknown key" in failed.stderr
+        assert "Running stage 'check_params'" in failed.stdout and "Running stage 'distill'" not in failed.stdout
+        assert (repo / "models/student_kd/model.safetensors").is_file()  # nothing removed
+        assert (repo / "dvclive/student_kd/metrics.json").is_file()
+    (repo / "params.yaml").write_text(good)
+
     raw["quantize"] = {**raw.get("quantize", {}), "qat": {"epochs": 1}}  # only the quantized files change
     (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     third = sh(repo, "dvc", "repro").stdout

@@ -47,7 +47,10 @@ def test_every_stage_writes_its_outputs(tmp_path: Path) -> None:
 
     summary = json.loads((tmp_path / "metrics/summary.json").read_text())
     keys = {"accuracy", "nll", "ece", "agreement", "params", "size_bytes", "latency_ms_b1", "latency_ms_b256"}
-    assert set(summary) == {"teacher", "teacher/cnn", "student_scratch", "student_kd", "transfer_set"}
+    shipped = {f"student_kd_{kind}" for kind in ("onnx", "int8", "int8_pt2e", "int8_qat", "int4", "int4_qat")}
+    assert set(summary) == {"teacher", "teacher/cnn", "student_scratch", "student_kd", "transfer_set", *shipped}
+    for name in shipped:  # the exported and quantized files' rows, merged by evaluate
+        assert keys <= set(summary.pop(name)), name
     assert summary.pop("transfer_set") == {
         "real_samples": 400,
         "synthetic_samples": 0,
@@ -158,7 +161,10 @@ def test_ensemble_of_two_teachers_is_built_evaluated_and_reported(tmp_path: Path
     assert model["config"]["train_samples"] == 320  # subset 0.8 of 400
 
     summary = json.loads((tmp_path / "metrics/summary.json").read_text())
-    assert set(summary) == {"teacher", "teacher/cnn", "teacher/mlp", "student_scratch", "student_kd", "transfer_set"}
+    models = {"teacher", "teacher/cnn", "teacher/mlp", "student_scratch", "student_kd"}
+    assert models <= set(summary) and {k for k in summary if k not in models} <= {"transfer_set"} | {
+        k for k in summary if k.startswith("student_kd_")
+    }
     team, cnn, mlp = summary["teacher"], summary["teacher/cnn"], summary["teacher/mlp"]
     assert team["params"] == cnn["params"] + mlp["params"]
     assert team["size_bytes"] == cnn["size_bytes"] + mlp["size_bytes"]

@@ -9,15 +9,16 @@ import importlib
 from collections.abc import Callable
 
 STAGE_NAMES = (
+    "check_params",
     "prepare",
     "train_teacher",
     "synthesize",
     "build_transfer",
     "distill",
     "train_student_scratch",
-    "evaluate",
     "export",
     "quantize",
+    "evaluate",
     "update",
 )
 
