@@ -81,8 +81,9 @@ def render(rows: pd.DataFrame, spec: dict, student: str, teacher: str, others: p
         f"test digits; student {student}, teacher (teacher-guided only) {teacher}; "
         f"{settings['steps']} Adam steps per increment (lr {settings['lr']}, {settings['batch_size']} new + "
         f"{settings['replay_batch_size']} replayed samples per step), LwF and teacher terms at T = "
-        f"{settings['temperature']}, herding selection. Mean ± standard deviation over seeds "
-        f"{', '.join(map(str, spec['seeds']))}. ACC is the mean accuracy over all increments after the last; "
+        f"{settings['temperature']}, herding selection. Mean ± standard deviation over the seeds measured "
+        f"(of {', '.join(map(str, spec['seeds']))}: the `seeds` column). ACC is the mean accuracy over all "
+        "increments after the last; "
         "forgetting is Chaudhry et al.'s (max-based); BWT is backward transfer.",
         "",
     ]
@@ -95,8 +96,8 @@ def render(rows: pd.DataFrame, spec: dict, student: str, teacher: str, others: p
         part = rows[rows["scenario"] == scenario]
         if not len(part):
             continue
-        lines += [f"## {titles.get(scenario, scenario)}", "", "| method | memory | ACC | forgetting | BWT | newest "
-                  "| seconds per run |", "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        lines += [f"## {titles.get(scenario, scenario)}", "", "| method | memory | seeds | ACC | forgetting | BWT | "
+                  "newest | seconds per run |", "|---|---:|---|---:|---:|---:|---:|---:|"]  # fmt: skip
         for (method, memory), runs in part.groupby(["method", "memory"], sort=False):
 
             def stat(column: str, runs=runs) -> str:
@@ -104,8 +105,9 @@ def render(rows: pd.DataFrame, spec: dict, student: str, teacher: str, others: p
                 spread = f" ± {values.std(ddof=1):.3f}" if len(values) > 1 else ""
                 return f"{values.mean():.3f}{spread}"
 
+            seeds = ",".join(str(int(x)) for x in sorted(runs["seed"]))
             lines.append(
-                f"| {method} | {memory} | **{stat('acc')}** | {stat('forgetting')} | {stat('bwt')} | "
+                f"| {method} | {memory} | {seeds} | **{stat('acc')}** | {stat('forgetting')} | {stat('bwt')} | "
                 f"{stat('newest')} | {runs['seconds'].mean():.0f} |"
             )
         lines.append("")
