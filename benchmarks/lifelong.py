@@ -212,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", help="scenarios to measure (default: all in the spec)")
     parser.add_argument("--validation", type=int, default=0,
                         help="score on this many held-out training digits, not the test split")  # fmt: skip
+    parser.add_argument("--report-only", action="store_true", help="render the runs already measured; run none")
     args = parser.parse_args(argv)
     spec = yaml.safe_load(args.spec.read_text())
     variants = spec.get("variants")
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
 
     runs_csv = args.reports / (f"{args.spec.stem}_runs.csv" if variants else "lifelong_runs.csv")
     table = RunTable(runs_csv)
-    for seed in spec["seeds"]:
+    for seed in [] if args.report_only else spec["seeds"]:
         for scenario in spec["scenarios"]:
             if args.only and scenario not in args.only:
                 continue
