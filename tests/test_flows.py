@@ -134,6 +134,7 @@ def test_real_pipeline_completes_commits_and_publishes(prefect_server, tmp_path:
     teachers = ["train_teacher@cnn", "train_teacher@mlp"]
     assert sorted(order) == sorted(
         [
+            "check_params",
             "prepare",
             *teachers,
             "synthesize",
@@ -142,17 +143,20 @@ def test_real_pipeline_completes_commits_and_publishes(prefect_server, tmp_path:
             "train_student_scratch",
             "evaluate",
             "export",
+            "quantize",
             "update",
         ]
     )
     assert all(s["ran"] for s in result["stages"])
     # the DAG order is kept, and the two independent teachers ran side by side
     times = task_run_times(state.state_details.flow_run_id)
+    assert times["check_params"][1] <= times["prepare"][0]
     assert times["prepare"][1] <= min(times[t][0] for t in [*teachers, "train_student_scratch"])
     assert max(times[t][1] for t in teachers) <= times["synthesize"][0]
     assert times["synthesize"][1] <= times["build_transfer"][0]
     assert times["build_transfer"][1] <= times["distill"][0]  # the scratch baseline needs only the prepared data
-    assert max(times["distill"][1], times["train_student_scratch"][1]) <= times["evaluate"][0]
+    assert max(times[s][1] for s in ("train_student_scratch", "export", "quantize")) <= times["evaluate"][0]
+    assert times["distill"][1] <= times["quantize"][0]
     assert times["distill"][1] <= times["update"][0]
     assert max(times["distill"][1], times["train_student_scratch"][1]) <= times["export"][0]
     (a_start, a_end), (b_start, b_end) = times[teachers[0]], times[teachers[1]]
@@ -166,7 +170,9 @@ def test_real_pipeline_completes_commits_and_publishes(prefect_server, tmp_path:
     assert {"kdflow-metrics", "kdflow-report", "kdflow-metrics-diff"} <= set(artifacts)
     table = artifacts["kdflow-metrics"]
     table = json.loads(table) if isinstance(table, str) else table
-    assert {row["model"] for row in table} == {"teacher", "teacher/cnn", "teacher/mlp", "student_scratch", "student_kd"}
+    models = {"teacher", "teacher/cnn", "teacher/mlp", "student_scratch", "student_kd"}
+    assert models <= {row["model"] for row in table}
+    assert {"student_kd_int8_pt2e", "student_kd_int4_qat"} <= {row["model"] for row in table}  # the shipped files
     assert "kdflow report" in artifacts["kdflow-report"]
 
     again = run_flow(repo)
