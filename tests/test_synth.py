@@ -216,7 +216,8 @@ def test_synthetic_and_mixed_transfer_sets_through_the_stages(trained: Path, tmp
 def test_the_synthesize_stage_depends_on_no_real_split() -> None:
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["synthesize"]
     data_deps = [d for d in stage["deps"] if d.startswith("${paths.")]
-    assert data_deps == ["${paths.prepared}/meta.json", "${paths.teachers}"]
+    # the params marker (check_params) holds no data: a constant line
+    assert data_deps == ["${paths.work}/params_ok.json", "${paths.prepared}/meta.json", "${paths.teachers}"]
 
 
 def test_class_filters_leave_out_and_cap_classes(trained: Path, tmp_path: Path) -> None:
