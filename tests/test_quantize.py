@@ -33,6 +33,21 @@ def tiny_cnn() -> nn.Module:
     ).eval()
 
 
+def trainer(x: torch.Tensor, y: torch.Tensor, steps: int = 5):
+    """A QAT `train(module)`: a few Adam steps of cross-entropy on (x, y)."""
+
+    def train(module: nn.Module) -> None:
+        module.train()
+        optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
+        for _ in range(steps):
+            loss = nn.functional.cross_entropy(module(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    return train
+
+
 def images(n: int = 96) -> torch.Tensor:
     return torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(1))
 
@@ -78,17 +93,7 @@ def test_int8_qat_trains_through_fake_quantization_deterministically() -> None:
     outs = []
     for _ in range(2):
         torch.manual_seed(0)
-
-        def train(module: nn.Module) -> None:
-            module.train()
-            optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
-            for _step in range(5):
-                loss = nn.functional.cross_entropy(module(x), y)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-
-        converted = qat_int8(tiny_mlp(), x, train, what="tiny")
+        converted = qat_int8(tiny_mlp(), x, trainer(x, y), what="tiny")
         outs.append(predict_logits(converted, x))
     assert outs[0].shape == (96, 10) and torch.equal(outs[0], outs[1])
 
@@ -120,17 +125,7 @@ def test_low_bit_weights_are_packed_and_load_to_the_same_model(group: int, tmp_p
 def test_low_bit_qat_ends_on_the_grid() -> None:
     x = images()
     y = predict_logits(tiny_mlp(), x).argmax(1)
-
-    def train(module: nn.Module) -> None:
-        module.train()
-        optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
-        for _ in range(5):
-            loss = nn.functional.cross_entropy(module(x), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-
-    trained = qat_lowbit(tiny_mlp(), 2, 0, train, "tiny")
+    trained = qat_lowbit(tiny_mlp(), 2, 0, trainer(x, y), "tiny")
     assert hasattr(trained[1].weight, "qdata")
     assert int(trained[1].weight.qdata.abs().max()) <= 2
 
