@@ -36,7 +36,7 @@ from kdcore.evaluate.metrics import latency_ms, quality_metrics
 from kdcore.inference import predict_logits
 from kdcore.losses.compose import Objective
 from kdcore.models.onnx import OnnxModel
-from kdcore.quantize.lowbit import load_packed, ptq_lowbit, qat_lowbit, save_packed
+from kdcore.quantize.lowbit import check_groups, load_packed, ptq_lowbit, qat_lowbit, save_packed
 from kdcore.quantize.onnx_export import export_onnx
 from kdcore.quantize.pt2e import Lowered, ptq_int8, qat_int8
 from kdcore.runtime import seed_everything
@@ -109,6 +109,8 @@ def run(params: Params) -> None:
     rows: dict[str, dict[str, float]] = {}
     for key in cfg.models:
         fp32, _ = load_model_dir(getattr(params.paths, key))
+        if cfg.low_bit is not None:  # a group that does not fit stops the stage before any work
+            check_groups(fp32, cfg.low_bit.group, key)
         reference = predict_logits(fp32, test.x)
         out = params.paths.quantized / key
         graphs: dict[str, tuple[nn.Module, Path]] = {}
