@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.runs import RunTable  # noqa: E402
 from kdcore.artifacts import read_json, write_text  # noqa: E402
+from kdcore.config import read_yaml  # noqa: E402
 from kdcore.evaluate.plots import save_png  # noqa: E402
 from kdcore.sweep import Sweep, set_dotted  # noqa: E402
 
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reports", type=Path, default=ROOT / "reports")
     args = parser.parse_args(argv)
     spec = yaml.safe_load(args.spec.read_text())
-    base = yaml.safe_load(args.params.read_text())
+    base = read_yaml(args.params.read_text(), source=str(args.params))
     for dotted, value in (spec.get("set") or {}).items():
         set_dotted(base, dotted, value)
     sweep = Sweep(base, args.work.resolve())

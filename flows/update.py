@@ -36,7 +36,7 @@ from prefect.runtime import flow_run  # noqa: E402
 from flows.cli import exit_status  # noqa: E402
 from flows.pipeline import read_dag  # noqa: E402
 from kdcore.artifacts import read_json, write_json, write_text  # noqa: E402
-from kdcore.config import Params, load_params, parse_params  # noqa: E402
+from kdcore.config import Params, load_params, parse_params, read_yaml  # noqa: E402
 from kdcore.errors import ConfigError, KdflowError  # noqa: E402
 from tasks.dvc_stage import stage_error, tool_env  # noqa: E402
 from tasks.results import check_workspace, git  # noqa: E402
@@ -211,7 +211,7 @@ def lifelong_update(repo: str = ".") -> dict[str, object]:
     names = [*params.lifelong.increments, name]
     try:
         new_text = with_increment((root / "params.yaml").read_text(), names)
-        parse_params(yaml.safe_load(new_text), source="params.yaml")  # never write a file that would not load
+        parse_params(read_yaml(new_text), source="params.yaml")  # never write a file that would not load
         write_text(root / "params.yaml", new_text)
         run_tool(str(root), "dvc", "add", "-q", str(increments_dir))
         repro_update(str(root))

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+import traceback
+from pathlib import Path
 
 from kdcore.errors import KdflowError
 from kdcore.stages import STAGE_NAMES
@@ -19,8 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     from kdcore.errors import ConfigError
     from kdcore.stages import get_stage
 
+    work = Path(".kdflow")
     try:
         params = load_params(args.params)
+        work = params.paths.work
         if args.teacher is not None and args.stage != "train_teacher":
             raise ConfigError(f"--teacher applies to train_teacher only, not {args.stage}")
         options = {"teacher": args.teacher} if args.stage == "train_teacher" else {}
@@ -28,7 +33,27 @@ def main(argv: list[str] | None = None) -> int:
     except KdflowError as err:
         print(f"kdflow {args.stage}: error: {err}", file=sys.stderr)
         return err.exit_code
+    except Exception as err:  # noqa: BLE001 - not a case kdflow knows: one line here, the traceback in a file
+        saved = save_traceback(work, args.stage)
+        first = " ".join(str(err).split())[:300]
+        print(
+            f"kdflow {args.stage}: error: unexpected {type(err).__name__}: {first} (traceback in {saved})",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def save_traceback(work: Path, stage: str) -> Path:
+    """Writes the current exception's traceback under `work` and returns the file's path."""
+    path = Path(work) / "logs" / f"{stage}.traceback.txt"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(traceback.format_exc())
+    except OSError:
+        path = Path(tempfile.gettempdir()) / f"kdflow-{stage}.traceback.txt"
+        path.write_text(traceback.format_exc())
+    return path
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +55,27 @@ def load_model_dir(model_dir: Path, device: torch.device | str = "cpu") -> tuple
     for path in (weights_file(model_dir), model_dir / META):
         if not path.is_file():
             raise DataError(f"{path}: missing; run the stage that trains this model first")
-    meta = read_json(model_dir / META)
+    rerun = "rerun the stage that writes it (dvc repro -f <stage>) or restore it (dvc checkout)"
+    try:
+        meta = read_json(model_dir / META)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DataError(f"{model_dir / META}: not readable JSON ({err}); {rerun}") from None
     if weights_file(model_dir).name == ONNX:
         from kdcore.models.onnx import OnnxModel
 
         return OnnxModel(model_dir / ONNX).eval(), meta
-    spec = TypeAdapter(ModelSpec).validate_python(meta["spec"])
-    model = build_model(spec, tuple(meta["input_shape"]), meta["num_classes"])
-    load_model(model, str(model_dir / WEIGHTS), device="cpu")
+    try:
+        spec = TypeAdapter(ModelSpec).validate_python(meta["spec"], strict=False)
+        model = build_model(spec, tuple(meta["input_shape"]), meta["num_classes"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise DataError(
+            f"{model_dir / META}: does not describe a model ({type(err).__name__}: {err}); {rerun}"
+        ) from None
+    try:
+        load_model(model, str(model_dir / WEIGHTS), device="cpu")
+    except Exception as err:  # safetensors' own error types, or weights of another shape
+        first = " ".join(str(err).split())[:200]
+        raise DataError(f"{model_dir / WEIGHTS}: not loadable weights for this model ({first}); {rerun}") from None
     return model.to(device).eval(), meta
 
 
@@ -92,9 +106,20 @@ class TrainingCheckpoint:
             if state.get("epoch") != saved.get("epoch"):
                 return None  # interrupted between the two writes
             load_model(model, str(self.directory / WEIGHTS), device="cpu")
-        except (OSError, ValueError, RuntimeError, json.JSONDecodeError):
-            return None  # a damaged checkpoint: start over rather than fail
+        except Exception as err:  # noqa: BLE001 - pickle, safetensors, torch, JSON: any damage means start over
+            self.set_aside(f"{type(err).__name__}: {err}")
+            return None
         return state
+
+    def set_aside(self, reason: str) -> Path:
+        """Moves a damaged checkpoint to `<directory>.damaged` (replacing an earlier one) so the next
+        run starts clean instead of failing on it again; warns with the reason."""
+        aside = self.directory.with_name(self.directory.name + ".damaged")
+        shutil.rmtree(aside, ignore_errors=True)
+        self.directory.rename(aside)
+        reason = " ".join(reason.split())[:200]
+        print(f"warning: damaged checkpoint moved to {aside} ({reason}); training starts over", file=sys.stderr)
+        return aside
 
     def clear(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)

@@ -1,6 +1,7 @@
 """Pydantic models of params.yaml. Loaded once, at the edge; library functions take plain arguments.
 
-Every model is frozen and rejects unknown keys, so a typo fails before any work starts.
+Every model is frozen, rejects unknown keys and takes values strictly (`epochs: yes` or `lr: "0.1"` is an
+error, not 1 or 0.1), and the YAML reader rejects a key written twice, so a typo fails before any work starts.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    Strict,
     Tag,
     ValidationError,
     field_validator,
@@ -33,7 +35,11 @@ TEACHER_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+# a path is written as a string in YAML: the one lax conversion
+FilePath = Annotated[Path, Strict(False)]
 
 
 # --- models -------------------------------------------------------------------------------------
@@ -61,7 +67,7 @@ class TorchvisionSpec(Section):
     """Any torchvision classifier by name, adapted to the input channels and number of classes."""
 
     name: str
-    weights: Path | None = Field(default=None, description="A safetensors state dict to load; none: random init.")
+    weights: FilePath | None = Field(default=None, description="A safetensors state dict to load; none: random init.")
 
     @field_validator("name")
     @classmethod
@@ -113,10 +119,10 @@ class TeacherConfig(Section):
 
     model: ModelSpec | None = Field(default=None, description="The architecture (not with onnx).")
     train: TeacherTrainConfig | None = Field(default=None, description="How to train it (not with pretrained/onnx).")
-    pretrained: Path | None = Field(
+    pretrained: FilePath | None = Field(
         default=None, description="Trained elsewhere: a safetensors state dict for `model`, used as it is."
     )
-    onnx: Path | None = Field(
+    onnx: FilePath | None = Field(
         default=None, description="Trained elsewhere: an ONNX classifier run by onnxruntime (logits only)."
     )
     seed: NonNegativeInt = Field(
@@ -173,7 +179,7 @@ class DataValidationConfig(Section):
 
 class DataConfig(Section):
     source: Literal[DATA_SOURCES] = Field(description="Where samples come from.")  # type: ignore[valid-type]
-    path: Path | None = Field(default=None, description="File or directory for imagefolder, idx and npz.")
+    path: FilePath | None = Field(default=None, description="File or directory for imagefolder, idx and npz.")
     image_size: PositiveInt | None = Field(default=None, description="imagefolder: resize to this square size.")
     channels: Literal[1, 3] = Field(default=1, description="imagefolder: 1 (grayscale) or 3 (RGB).")
     splits: SplitSizes
@@ -518,23 +524,23 @@ class OrchestrationConfig(Section):
 
 
 class Paths(Section):
-    prepared: Path = Path("data/prepared")
-    teachers: Path = Field(default=Path("models/teachers"), description="One directory per teacher, by name.")
-    transfer: Path = Path("data/transfer")
-    synthetic: Path = Field(default=Path("data/synthetic"), description="The synthesize stage's images.")
-    student_kd: Path = Path("models/student_kd")
-    student_scratch: Path = Path("models/student_scratch")
-    metrics: Path = Path("metrics")
-    plots: Path = Path("plots")
-    reports: Path = Path("reports")
-    live: Path = Path("dvclive")
-    work: Path = Field(default=Path(".kdflow"), description="Resume checkpoints and the teacher-output cache.")
-    landing: Path = Field(default=Path("data/landing"), description="Where new increments arrive (not versioned).")
-    increments: Path = Field(default=Path("data/increments"), description="Accepted increments, one DVC-tracked "
+    prepared: FilePath = Path("data/prepared")
+    teachers: FilePath = Field(default=Path("models/teachers"), description="One directory per teacher, by name.")
+    transfer: FilePath = Path("data/transfer")
+    synthetic: FilePath = Field(default=Path("data/synthetic"), description="The synthesize stage's images.")
+    student_kd: FilePath = Path("models/student_kd")
+    student_scratch: FilePath = Path("models/student_scratch")
+    metrics: FilePath = Path("metrics")
+    plots: FilePath = Path("plots")
+    reports: FilePath = Path("reports")
+    live: FilePath = Path("dvclive")
+    work: FilePath = Field(default=Path(".kdflow"), description="Resume checkpoints and the teacher-output cache.")
+    landing: FilePath = Field(default=Path("data/landing"), description="Where new increments arrive (not versioned).")
+    increments: FilePath = Field(default=Path("data/increments"), description="Accepted increments, one DVC-tracked "
                              "directory each.")  # fmt: skip
-    updates: Path = Field(default=Path("models/updates"), description="The student after each accepted increment.")
-    exported: Path = Field(default=Path("models/export"), description="ONNX files of the students (export stage).")
-    quantized: Path = Field(default=Path("models/quantized"), description="Quantized students (quantize stage).")
+    updates: FilePath = Field(default=Path("models/updates"), description="The student after each accepted increment.")
+    exported: FilePath = Field(default=Path("models/export"), description="ONNX files of the students (export stage).")
+    quantized: FilePath = Field(default=Path("models/quantized"), description="Quantized students (quantize stage).")
 
 
 class Params(Section):
@@ -671,8 +677,12 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
 def format_validation_error(err: ValidationError, source: str = "params.yaml") -> str:
     """One line: the key, the value, what is allowed."""
     errors = err.errors()
-    # a misspelt key also makes the right one "missing": name the misspelling first
-    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    # a misspelt model name makes its other keys "unknown" (to the torchvision spec): name the model first;
+    # a misspelt key also makes the right one "missing": name the misspelling next
+    first = next(
+        (e for e in errors if e["loc"] and e["loc"][-1] == "name" and "unknown model" in e["msg"]),
+        next((e for e in errors if e["type"] == "extra_forbidden"), errors[0]),
+    )
     key = _loc(tuple(first["loc"])) or "(top level)"
     if first["type"] == "extra_forbidden":
         allowed = _allowed_keys(Params, tuple(first["loc"]))
@@ -683,6 +693,8 @@ def format_validation_error(err: ValidationError, source: str = "params.yaml") -
     msg = first["msg"].removeprefix("Value error, ")
     value = first.get("input")
     shown = "" if isinstance(value, dict) or value is None else f", got {value!r}"
+    if isinstance(value, bool) and first["type"] in ("int_type", "float_type"):
+        shown += " (YAML reads yes/no/on/off as true/false)"
     more = len(err.errors()) - 1
     tail = f" (and {more} more problem{'s' * (more > 1)})" if more else ""
     return f"{source}: {key}: {msg}{shown}{tail}"
@@ -697,15 +709,48 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
         raise ConfigError(format_validation_error(err, source)) from None
 
 
+class _ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with two changes: a key written twice in one mapping is an error (DVC
+    rejects such a file too), and `1e-3` is a float as in YAML 1.2 (PyYAML's YAML 1.1 reads it as a
+    string, which strict validation would then refuse)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} written twice (lines {seen[key]} and {line})", key_node.start_mark
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+_ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def read_yaml(text: str, source: str = "params.yaml") -> Any:
+    """Parses YAML as params files are read everywhere; ConfigError naming the file and line otherwise."""
+    try:
+        return yaml.load(text, Loader=_ParamsLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{source}:{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Reads and validates params.yaml; raises ConfigError with one line naming the key."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
-    return parse_params(raw, source=str(path))
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: unreadable ({err})") from None
+    return parse_params(read_yaml(text, source=str(path)), source=str(path))

@@ -8,6 +8,8 @@ import random
 import numpy as np
 import torch
 
+from kdcore.errors import ConfigError
+
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -22,5 +24,8 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device={device!r} but no CUDA device is available; use device: auto or cpu")
-    return torch.device(device)
+        raise ConfigError(f"device: {device!r} but no CUDA device is available here; use device: auto or cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as err:
+        raise ConfigError(f"device: {device!r} is not a device torch knows ({err})") from None

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kdcore.artifacts import read_json, write_json
-from kdcore.config import Params, parse_params
+from kdcore.config import Params, parse_params, read_yaml
 from kdcore.stages import get_stage
 
 
@@ -199,8 +199,6 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    import yaml
-
     from kdcore.errors import KdflowError
 
     parser = argparse.ArgumentParser(prog="python -m kdcore.sweep", description=main.__doc__)
@@ -214,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synth-device", help="params `device` of the synthesize stage alone (default: --device)")
     args = parser.parse_args(argv)
     try:
-        base = yaml.safe_load(args.params.read_text())
+        base = read_yaml(args.params.read_text(), source=str(args.params))
         sweep = Sweep(base, args.work, log=lambda line: print(line, flush=True), device=args.device,
                       synth_device=args.synth_device)  # fmt: skip
         row = sweep.run(args.name, json.loads(args.overrides), args.seed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -27,8 +28,9 @@ def tool_env() -> dict[str, str]:
 def stage_error(stage: str, output: str) -> str:
     """The most telling line of a failed stage: kdflow's one-line error, else DVC's, else the last line."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
-    for marker in (f"kdflow {stage}: error:", "ERROR:"):
-        hits = [line for line in lines if marker in line]
+    # `train_teacher@cnn` runs `python -m kdcore train_teacher`, whose line says `kdflow train_teacher: error:`
+    own = re.compile(rf"kdflow ({re.escape(stage)}|{re.escape(stage.split('@')[0])}): error:")
+    for hits in ([line for line in lines if own.search(line)], [line for line in lines if "ERROR:" in line]):
         if hits:
             return hits[0]
     return lines[-1] if lines else "no output"

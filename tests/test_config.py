@@ -150,3 +150,45 @@ def test_born_again_generations_refuse_feature_terms() -> None:
     raw = tiny_raw(distill__generations=2)
     raw["distill"]["terms"] = [{"name": "hint", "student_layers": ["a"], "teacher_layers": ["b"]}]
     assert "need generations=1" in error_for(raw)
+
+
+def test_a_key_written_twice_is_rejected_with_both_lines(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text().replace("seed: 0\n", "seed: 0\nseed: 1\n", 1))
+    with pytest.raises(ConfigError, match=r"key 'seed' written twice \(lines \d+ and \d+\)"):
+        load_params(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "shown"),
+    [
+        ("epochs: yes", "student.train.epochs", "got True (YAML reads yes/no/on/off"),
+        ('epochs: "30"', "student.train.epochs", "got '30'"),
+        ("epochs: 30.5", "student.train.epochs", "got 30.5"),
+        ('lr: "0.003"', "student.train.lr", "got '0.003'"),
+    ],
+)
+def test_values_are_taken_strictly_not_coerced(tmp_path: Path, text: str, key: str, shown: str) -> None:
+    original = (ROOT / "params.yaml").read_text()
+    field = text.split(":")[0]
+    student = original.index("student:")
+    line_start = original.index(f"    {field}:", student)
+    line_end = original.index("\n", line_start)
+    path = tmp_path / "params.yaml"
+    path.write_text(original[:line_start] + f"    {text}" + original[line_end:])
+    with pytest.raises(ConfigError) as info:
+        load_params(path)
+    assert key in str(info.value) and shown in str(info.value), str(info.value)
+
+
+def test_exponent_floats_read_as_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text().replace("lr: 0.003", "lr: 3e-3", 1))
+    assert load_params(path).student.train.lr == pytest.approx(0.003)
+
+
+def test_a_misspelt_model_name_is_named_before_its_other_keys() -> None:
+    raw = tiny_raw()
+    raw["teachers"]["cnn"]["model"] = {"name": "cnnn", "channels": [8], "hidden": 16}
+    message = error_for(raw)
+    assert message.startswith("params.yaml: teachers.cnn.model.name: unknown model 'cnnn'"), message

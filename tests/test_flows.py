@@ -42,12 +42,14 @@ stages:
     metrics:
       - metrics/summary.json:
           cache: false
-  flaky:
-    cmd: python flaky.py
-    deps: [flaky.py, metrics/summary.json]
-    outs:
-      - flaky.txt:
-          cache: false
+  flaky:                # a foreach stage, as train_teacher@<name>: it runs as flaky@one
+    foreach: [one]
+    do:
+      cmd: python flaky.py
+      deps: [flaky.py, metrics/summary.json]
+      outs:
+        - flaky.txt:
+            cache: false
 """
 
 MAKE = """import json, os, sys
@@ -191,14 +193,22 @@ def test_stage_that_fails_once_is_retried(prefect_server, tmp_path: Path) -> Non
     assert commit_count(repo) == before + 1
 
 
-def test_stage_that_keeps_failing_fails_the_flow_without_commit(prefect_server, tmp_path: Path) -> None:
+def test_stage_that_keeps_failing_fails_the_flow_without_commit(prefect_server, tmp_path: Path, capsys) -> None:
     repo = toy_project(tmp_path / "toy", mode="always")
     before = commit_count(repo)
     state = run_flow(repo)
     assert state.is_failed()
-    with pytest.raises(Exception, match="stage flaky failed.*broke on purpose"):
+    with pytest.raises(
+        Exception, match="stage flaky@one failed.*kdflow flaky: error: the flaky stage broke on purpose"
+    ):
         state.result()
     assert commit_count(repo) == before
+    # the command line's last line is the stage's own error, not DVC's "exited with 2"
+    from flows.cli import exit_status
+
+    assert exit_status(state, "kdflow pipeline") == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "kdflow flaky: error: the flaky stage broke on purpose" in last, last
 
 
 def test_gate_violation_fails_with_both_numbers_and_no_commit(prefect_server, tmp_path: Path) -> None:

@@ -51,6 +51,13 @@ def test_stage_error_prefers_kdflow_then_dvc_lines() -> None:
     assert stage_error("x", output) == "kdflow x: error: params.yaml: distill.alpha: bad"
     assert stage_error("y", "noise\nERROR: failed to reproduce 'y'\n") == "ERROR: failed to reproduce 'y'"
     assert stage_error("z", "") == "no output"
+    # a foreach stage's command names the stage without its @<name>
+    failed = (
+        "Running stage 'train_teacher@cnn':\n> python -m kdcore train_teacher --teacher cnn\n"
+        "kdflow train_teacher: error: teachers.cnn.pretrained: w.pt is not a safetensors file\n"
+        "ERROR: failed to reproduce 'train_teacher@cnn': failed to run: python -m kdcore ..., exited with 2\n"
+    )
+    assert stage_error("train_teacher@cnn", failed).startswith("kdflow train_teacher: error: teachers.cnn.pretrained")
 
 
 @pytest.mark.parametrize(

@@ -97,3 +97,20 @@ def test_checkpoint_of_another_run_is_ignored(tmp_path: Path) -> None:
     uninterrupted, _ = train()
     fresh, _ = train(other)
     assert all(torch.equal(p, q) for p, q in zip(weights(uninterrupted), weights(fresh), strict=True))
+
+
+@pytest.mark.parametrize("damage", ["state.pt", "model.safetensors", "fingerprint.json"])
+def test_damaged_checkpoint_is_set_aside_and_training_starts_over(tmp_path: Path, damage: str, capsys) -> None:
+    base = data()
+    checkpoint = TrainingCheckpoint(tmp_path / "ckpt", fingerprint="run-a")
+    with pytest.raises(KeyboardInterrupt):
+        train(checkpoint, Killed(base.x, base.y, base.fill, base.shift, fail_at=7))
+    if damage == "fingerprint.json":
+        (tmp_path / "ckpt" / damage).write_text('{"fingerprint": "ru')  # cut off mid-write
+    else:
+        (tmp_path / "ckpt" / damage).write_bytes(b"\x80\x04garbage")  # pickle protocol header, then junk
+    uninterrupted, _ = train()
+    resumed, _ = train(checkpoint)
+    assert all(torch.equal(p, q) for p, q in zip(weights(uninterrupted), weights(resumed), strict=True))
+    assert "damaged checkpoint moved to" in capsys.readouterr().err
+    assert (tmp_path / "ckpt.damaged").is_dir()  # kept for a look, out of the way of the next run

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,12 @@ def _index_labels(values: np.ndarray, where: str) -> tuple[torch.Tensor, list[st
             values = values.astype(np.int64)
         else:
             raise DataError(f"{where}: labels must be integers, got dtype {values.dtype}")
+    negative = np.flatnonzero(values < 0)
+    if len(negative):
+        raise DataError(
+            f"{where}: {len(negative)} label(s) are negative (first at row {negative[0]}: {values[negative[0]]}); "
+            "labels are class numbers >= 0 (a -1 often marks unlabelled samples: remove those rows)"
+        )
     classes = np.unique(values)
     index = np.searchsorted(classes, values)
     return torch.from_numpy(index.astype(np.int64)), [str(c) for c in classes]
@@ -120,7 +127,16 @@ def load_npz(path: Path, **_: object) -> RawData:
         missing = [k for k in ("x", "y") if k not in archive.files]
         if missing:
             raise DataError(f"data.path {path}: missing array(s) {missing}; found {archive.files}")
-        x, y = archive["x"], archive["y"]
+        arrays = {}
+        for key in ("x", "y"):
+            try:
+                arrays[key] = archive[key]
+            except ValueError as err:  # an object array needs pickle, which is never loaded
+                reason = "an object array (pickled Python objects), not numbers" if "Object arrays" in str(err) else err
+                raise DataError(f"data.path {path}: array {key!r} is {reason}") from None
+            except (OSError, EOFError, zlib.error) as err:
+                raise DataError(f"data.path {path}: array {key!r} is damaged ({err})") from None
+        x, y = arrays["x"], arrays["y"]
     if len(x) != len(y):
         raise DataError(f"data.path {path}: x has {len(x)} rows but y has {len(y)}")
     labels, names = _index_labels(np.asarray(y), str(path))
@@ -143,11 +159,13 @@ def read_idx(path: Path) -> np.ndarray:
     try:
         with opener(path, "rb") as fh:
             data = fh.read()
-    except OSError as err:
-        raise DataError(f"{path}: unreadable ({err})") from None
+    except (OSError, EOFError, zlib.error) as err:  # EOFError: a .gz cut short
+        raise DataError(f"{path}: unreadable or cut short ({err})") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
         raise DataError(f"{path}: not an IDX file (bad magic number)")
     ndim = data[3]
+    if ndim == 0 or len(data) < 4 + 4 * ndim:
+        raise DataError(f"{path}: IDX header names {ndim} dimensions but the file is too short to list them")
     dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     dtype = np.dtype(_IDX_DTYPES[data[2]])
     expected = int(np.prod(dims)) * dtype.itemsize

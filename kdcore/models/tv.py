@@ -45,7 +45,12 @@ def build_torchvision(name: str, input_shape: InputShape, num_classes: int, weig
     if weights is not None:
         from safetensors.torch import load_file
 
-        state = load_file(str(require_file(weights, "model weights file")))
+        try:
+            state = load_file(str(require_file(weights, "model weights file")))
+        except DataError:
+            raise
+        except Exception as err:  # safetensors raises its own error types for other formats (pickle, zip)
+            raise DataError(f"{weights}: not a safetensors weights file ({err})") from None
         fits = f"{name} with {input_shape[0]} channels and {num_classes} classes"
         try:
             missing, unexpected = model.load_state_dict(state, strict=False)

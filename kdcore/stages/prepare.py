@@ -5,12 +5,13 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from kdcore.artifacts import atomic_path, save_tensors, sha256_tensors, write_json
+from kdcore.artifacts import atomic_dir, atomic_path, save_tensors, sha256_tensors, write_json
 from kdcore.config import Params
 from kdcore.data.sources import RawData, load_source
 from kdcore.data.splits import SPLITS, stratified_split
 from kdcore.data.transforms import normalise
 from kdcore.data.validate import Check, validate_or_fail
+from kdcore.errors import DataError
 from kdcore.stages.common import check_settings_for_kind
 
 
@@ -61,10 +62,47 @@ def manifest_checks(
     return {"manifest": manifest, "class_balance": balance, "split_sizes": split_counts}
 
 
+MIN_IMAGE_SIDE = 4  # smaller images leave nothing for pixel shifts, pooling or cutmix to work on
+
+
+def check_learnable(data: RawData, where: str, min_class_fraction: float) -> None:
+    """Data no classifier can be trained and evaluated on stops here, with one line naming the problem:
+    fewer than two classes, a class too rare for the splits (often a stray label such as 255), images
+    too small to hold a pattern."""
+    counts = torch.bincount(data.labels, minlength=len(data.class_names))
+    if len(data.class_names) < 2:
+        name = data.class_names[0] if data.class_names else "none"
+        raise DataError(
+            f"{where}: only one class ({name!r}) in {len(data.ids)} samples; a classifier needs at least two"
+        )
+    floor = min_class_fraction * len(data.ids) / len(data.class_names)
+    rare = [i for i, c in enumerate(counts.tolist()) if c < max(floor, 1)]
+    if rare:
+        i = min(rare, key=lambda k: counts[k])
+        rows = torch.nonzero(data.labels == i).flatten()[:3].tolist()
+        listed = ", ".join(repr(data.class_names[k]) for k in rare[:5]) + (" ..." if len(rare) > 5 else "")
+        raise DataError(
+            f"{where}: class {data.class_names[i]!r} has {int(counts[i])} sample(s) (row(s) {rows}, id "
+            f"{data.ids[rows[0]]}) but every class needs at least {floor:.0f} "
+            f"(data.validation.min_class_fraction={min_class_fraction} of a balanced class); "
+            f"rare classes: {listed}; a stray or out-of-range label?"
+        )
+    if data.kind == "image":
+        h, w = data.images.shape[2:]
+        if min(h, w) < MIN_IMAGE_SIDE:
+            raise DataError(
+                f"{where}: images are {h}x{w} pixels; kdflow needs at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} "
+                "(imagefolder: set data.image_size to resize; (N, D) features: give x as 2-D vectors)"
+            )
+
+
 def run(params: Params) -> None:
     cfg = params.data
     out = params.paths.prepared
     data = load_source(cfg.source, cfg.path, cfg.image_size, cfg.channels)
+    check_learnable(
+        data, f"data.path {cfg.path}" if cfg.path else f"data.source {cfg.source}", cfg.validation.min_class_fraction
+    )
     sizes = cfg.splits.model_dump()
     index = stratified_split(data.labels, sizes, params.seed)
 
@@ -102,33 +140,34 @@ def run(params: Params) -> None:
     else:  # pixels in [0, 1]
         low, high = torch.zeros_like(mean), torch.ones_like(mean)
 
-    out.mkdir(parents=True, exist_ok=True)
-    hashes = {}
-    for split in SPLITS:
-        idx = torch.from_numpy(index[split])
-        tensors = {"x": normalise(data.images[idx], mean, std), "y": data.labels[idx]}
-        save_tensors(out / f"{split}.safetensors", tensors)
-        hashes[split] = sha256_tensors(tensors)
-    with atomic_path(out / "manifest.csv") as tmp:
-        manifest.to_csv(tmp, index=False, float_format="%.6g")
-    c, h, w = data.images.shape[1:]
-    write_json(
-        out / "meta.json",
-        {
-            "source": cfg.source,
-            "input_shape": [c, h, w],
-            "num_classes": num_classes,
-            "class_names": data.class_names,
-            "sizes": {s: len(index[s]) for s in SPLITS},
-            "mean": mean.tolist(),
-            "std": std.tolist(),
-            "fill": fill.tolist(),
-            "kind": data.kind,
-            "bounds": {"low": ((low - mean) / std).tolist(), "high": ((high - mean) / std).tolist()},
-            "seed": params.seed,
-            "sha256": hashes,
-        },
-    )
+    # the whole directory at once: a failure leaves the earlier prepared data as it was (persisted in dvc.yaml)
+    with atomic_dir(out) as staged:
+        hashes = {}
+        for split in SPLITS:
+            idx = torch.from_numpy(index[split])
+            tensors = {"x": normalise(data.images[idx], mean, std), "y": data.labels[idx]}
+            save_tensors(staged / f"{split}.safetensors", tensors)
+            hashes[split] = sha256_tensors(tensors)
+        with atomic_path(staged / "manifest.csv") as tmp:
+            manifest.to_csv(tmp, index=False, float_format="%.6g")
+        c, h, w = data.images.shape[1:]
+        write_json(
+            staged / "meta.json",
+            {
+                "source": cfg.source,
+                "input_shape": [c, h, w],
+                "num_classes": num_classes,
+                "class_names": data.class_names,
+                "sizes": {s: len(index[s]) for s in SPLITS},
+                "mean": mean.tolist(),
+                "std": std.tolist(),
+                "fill": fill.tolist(),
+                "kind": data.kind,
+                "bounds": {"low": ((low - mean) / std).tolist(), "high": ((high - mean) / std).tolist()},
+                "seed": params.seed,
+                "sha256": hashes,
+            },
+        )
     print(
         f"prepare: {cfg.source} -> {', '.join(f'{s}={len(index[s])}' for s in SPLITS)} "
         f"({num_classes} classes, {c}x{h}x{w}) in {out}"
