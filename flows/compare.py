@@ -27,7 +27,7 @@ import yaml  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
-from flows.cli import exit_status  # noqa: E402
+from flows.cli import run_flow  # noqa: E402
 from kdcore.artifacts import atomic_path, write_text  # noqa: E402
 from kdcore.errors import ConfigError  # noqa: E402
 from kdcore.methods_report import render_methods_report, save_methods_png  # noqa: E402
@@ -121,16 +121,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"kdflow compare: error: {err}", file=sys.stderr)
         return 2
-    state = compare_methods(
+    return run_flow(
+        "kdflow compare",
+        compare_methods,
         spec=args.spec,
         seeds=args.seeds,
         methods=args.methods,
         params=args.params,
         work=args.work,
         reports=args.reports,
-        return_state=True,
     )
-    return exit_status(state, "kdflow compare")
 
 
 if __name__ == "__main__":

@@ -24,11 +24,17 @@ from prefect import flow  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
-from flows.cli import exit_status  # noqa: E402
+from flows.cli import run_flow  # noqa: E402
 from kdcore.config import load_params  # noqa: E402
 from kdcore.errors import ConfigError  # noqa: E402
 from tasks.dvc_stage import run_stage  # noqa: E402
-from tasks.results import check_workspace, commit_results, publish_artifacts, quality_gate  # noqa: E402
+from tasks.results import (  # noqa: E402
+    check_workspace,
+    commit_results,
+    publish_artifacts,
+    push_artifacts,
+    quality_gate,
+)
 
 
 def read_dag(repo: Path) -> tuple[list[str], dict[str, list[str]], list[str]]:
@@ -104,9 +110,10 @@ def kd_pipeline(repo: str = ".", commit: bool = True) -> dict[str, object]:
     if commit:
         message = f"kdflow pipeline: flow run {flow_run.name} ({flow_run.id})\n\n{gate}"
         sha = commit_results(root, result_dirs, message)
+    pushed = push_artifacts(root) if sha and cfg.push else None
     ran = [o["stage"] for o in outcomes if o["ran"]]
-    print(f"stages run: {', '.join(ran) or 'none (all up to date)'}; commit: {sha or 'none'}")
-    return {"stages": outcomes, "commit": sha, "gate": gate}
+    print(f"stages run: {', '.join(ran) or 'none (all up to date)'}; commit: {sha or 'none'}; {pushed or 'not pushed'}")
+    return {"stages": outcomes, "commit": sha, "gate": gate, "push": pushed}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,8 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repo", default=".", help="the kdflow project (default: the current directory)")
     parser.add_argument("--no-commit", action="store_true", help="do not commit the results to git")
     args = parser.parse_args(argv)
-    state = kd_pipeline(repo=args.repo, commit=not args.no_commit, return_state=True)
-    return exit_status(state, "kdflow pipeline")
+    return run_flow("kdflow pipeline", kd_pipeline, repo=args.repo, commit=not args.no_commit)
 
 
 if __name__ == "__main__":

@@ -36,11 +36,18 @@ def server_answers(api_url: str, timeout_s: float = 1.0) -> bool:
         return False
 
 
+# Prefect waits 20 s (counted in 0.1 s sleeps) for its temporary server; a 2-core machine busy with
+# training needs longer: 2 of 3 starts timed out at 20 s with another job running
+EPHEMERAL_STARTUP_TIMEOUT_S = "300"
+
+
 def use_local_server_if_running() -> str | None:
     """Returns the API URL flows will use; None means Prefect's temporary server.
 
-    A PREFECT_API_URL set in the environment (Prefect Cloud, a shared server) is always kept.
+    A PREFECT_API_URL set in the environment (Prefect Cloud, a shared server) is always kept. The
+    temporary server gets EPHEMERAL_STARTUP_TIMEOUT_S to come up unless the environment sets its own.
     """
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", EPHEMERAL_STARTUP_TIMEOUT_S)
     if os.environ.get("PREFECT_API_URL"):
         return os.environ["PREFECT_API_URL"]
     os.environ.pop("PREFECT_API_URL", None)  # an empty value is not "unset" to Prefect's event client

@@ -33,13 +33,13 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 
-from flows.cli import exit_status  # noqa: E402
+from flows.cli import run_flow  # noqa: E402
 from flows.pipeline import read_dag  # noqa: E402
 from kdcore.artifacts import read_json, write_json, write_text  # noqa: E402
 from kdcore.config import Params, load_params, parse_params, read_yaml  # noqa: E402
 from kdcore.errors import ConfigError, KdflowError  # noqa: E402
 from tasks.dvc_stage import stage_error, tool_env  # noqa: E402
-from tasks.results import check_workspace, git  # noqa: E402
+from tasks.results import check_workspace, git, push_artifacts  # noqa: E402
 
 LEDGER = "landing.json"  # under paths.work: landed batches already decided, by name and content hash
 
@@ -246,17 +246,17 @@ def lifelong_update(repo: str = ".") -> dict[str, object]:
     text = diff.stdout.strip() if diff.returncode == 0 else f"dvc metrics diff failed: {diff.stderr.strip()}"
     diff_md = f"# Metrics against the last promoted student\n\n{text or 'No metric changed.'}\n"
     publish("kdflow-update-metrics-diff", diff_md, "dvc metrics diff against the last promoted commit")
-    print(f"promoted {name} as {sha[:10]} ({tag}): {gate['message']}")
+    pushed = push_artifacts(str(root)) if params.orchestration.push else "not pushed"
+    print(f"promoted {name} as {sha[:10]} ({tag}): {gate['message']}; {pushed}")
     return {"status": "promoted", "increment": name, "commit": sha, "tag": tag, "gate": gate["message"],
-            "acc": metrics["acc"], "forgetting": metrics["forgetting"]}  # fmt: skip
+            "acc": metrics["acc"], "forgetting": metrics["forgetting"], "push": pushed}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.update", description="Run one lifelong update.")
     parser.add_argument("--repo", default=".", help="the kdflow project (default: the current directory)")
     args = parser.parse_args(argv)
-    state = lifelong_update(repo=args.repo, return_state=True)
-    return exit_status(state, "kdflow update")
+    return run_flow("kdflow update", lifelong_update, repo=args.repo)
 
 
 if __name__ == "__main__":

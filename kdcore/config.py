@@ -521,6 +521,9 @@ class OrchestrationConfig(Section):
     task_runner: Literal["thread", "dask", "auto"] = Field(
         default="auto", description="Prefect task runner: thread pool, Dask, or Dask when installed (auto)."
     )
+    push: bool = Field(
+        default=True, description="`dvc push` the run's models and data to the DVC remote after the commit."
+    )
 
 
 class Paths(Section):

@@ -114,3 +114,21 @@ def commit_results(repo: str, result_dirs: list[str], message: str) -> str:
     sha = git(repo, "rev-parse", "HEAD").stdout.strip()
     get_run_logger().info(f"committed {len(paths)} changed file(s) as {sha[:10]}")
     return sha
+
+
+@task(name="dvc-push")
+def push_artifacts(repo: str) -> str:
+    """`dvc push` of what the committed dvc.lock names, to the project's default DVC remote, so a teammate's
+    `dvc pull` of this commit gets the models without retraining. A remote that cannot be reached does
+    not undo the commit: the line returned says so, and `dvc push` can be run later."""
+    logger = get_run_logger()
+    result = subprocess.run(["dvc", "push"], cwd=repo, env=tool_env(), capture_output=True, text=True)
+    lines = [line.strip() for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    if result.returncode != 0:
+        reason = next((line for line in lines if line.startswith("ERROR")), lines[-1] if lines else "no output")
+        line = f"dvc push failed, results committed but not pushed; run `dvc push` later ({reason})"
+        logger.warning(line)
+        return line
+    line = f"dvc push: {lines[-1] if lines else 'done'}"
+    logger.info(line)
+    return line

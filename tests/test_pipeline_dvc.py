@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
-from tests.conftest import tiny_raw, with_two_teachers
+from tests.conftest import ROOT, tiny_raw, with_two_teachers
 from tests.projects import make_project, sh
 
 pytestmark = pytest.mark.slow
@@ -80,7 +82,18 @@ def test_repro_change_one_param_and_diff(repo: Path) -> None:
         assert "Running stage 'check_params'" in failed.stdout and "Running stage 'distill'" not in failed.stdout
         assert (repo / "models/student_kd/model.safetensors").is_file()  # nothing removed
         assert (repo / "dvclive/student_kd/metrics.json").is_file()
+    # data no classifier can learn stops at prepare, whose earlier output DVC keeps (persist) as do the stages after
+    np.savez(repo / "one_class.npz", x=np.zeros((1100, 8, 8), np.uint8), y=np.zeros(1100, np.int64))
+    (repo / "params.yaml").write_text(
+        yaml.safe_dump({**raw, "data": {**raw["data"], "source": "npz", "path": "one_class.npz"}}, sort_keys=False)
+    )
+    failed = sh(repo, "dvc", "repro", check=False)
+    assert failed.returncode != 0 and "kdflow prepare: error: data.path one_class.npz: only one class" in failed.stderr
+    meta = json.loads((repo / "data/prepared/meta.json").read_text())
+    assert meta["source"] == "digits" and (repo / "models/student_kd/model.safetensors").is_file()
+    (repo / "one_class.npz").unlink()
     (repo / "params.yaml").write_text(good)
+    assert "Running stage 'prepare'" not in sh(repo, "dvc", "repro", "prepare").stdout  # back to the committed data
 
     raw["quantize"] = {**raw.get("quantize", {}), "qat": {"epochs": 1}}  # only the quantized files change
     (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -101,3 +114,27 @@ def test_changing_one_teacher_retrains_only_that_teacher(repo: Path) -> None:
         assert f"Running stage '{stage}'" in run
     model = json.loads((repo / "models/teachers/mlp/model.json").read_text())
     assert model["config"]["train_samples"] == 240  # 60% of 400
+
+
+def test_push_then_pull_into_a_second_clone_gives_the_same_models(repo: Path, tmp_path: Path) -> None:
+    """The project's DVC remote (.dvc/config, pointed at a team directory as a team would point it at S3):
+    one clone pushes, another pulls, and has every model and metric without running a stage."""
+    sh(repo, "dvc", "repro")
+    shutil.copy(ROOT / ".dvc" / "config", repo / ".dvc" / "config")  # the shipped remote settings
+    storage = tmp_path / "team-storage"
+    sh(repo, "dvc", "remote", "modify", "storage", "url", str(storage))
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "results, and the team's remote")
+    pushed = sh(repo, "dvc", "push")
+    assert "pushed" in pushed.stdout, pushed.stdout
+
+    clone = tmp_path / "teammate"
+    sh(tmp_path, "git", "clone", "-q", str(repo), str(clone))
+    assert not (clone / "models/student_kd/model.safetensors").exists()
+    sh(clone, "dvc", "pull")
+    status = sh(clone, "dvc", "status")
+    assert "up to date" in status.stdout, status.stdout  # nothing to rerun
+    for path in ("models/student_kd/model.safetensors", "models/teachers/cnn/model.safetensors",
+                 "data/transfer/teacher_logits.safetensors", "metrics/summary.json"):  # fmt: skip
+        assert (clone / path).read_bytes() == (repo / path).read_bytes(), path
+    assert "Running stage" not in sh(clone, "dvc", "repro").stdout

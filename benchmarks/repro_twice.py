@@ -1,0 +1,86 @@
+"""Same inputs, same bytes: `dvc repro -f` twice in a fresh clone, every output file hashed after each.
+
+    python benchmarks/repro_twice.py [--rev HEAD]
+
+Clones the project at `--rev` into a temporary directory, runs `dvc repro -f` twice, hashes every file
+under every output dvc.yaml declares (DVC-cached and git-kept alike), and prints the files whose bytes
+differ between the runs, then `dvc status` after the second run. Files that hold measured wall-clock
+times (latencies) are expected to differ and are listed as such; any other difference is a defect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sh(cwd: Path, *cmd: str) -> str:
+    env = {**os.environ, "TQDM_DISABLE": "1", "DVC_NO_ANALYTICS": "1", "GX_ANALYTICS_ENABLED": "false",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed: {result.stderr.strip().splitlines()[-1:]}")
+    return result.stdout
+
+
+def outputs(repo: Path) -> list[str]:
+    """Every output path of every stage, as dvc.lock records them."""
+    import yaml
+
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return sorted({out["path"] for stage in lock["stages"].values() for out in stage.get("outs", [])})
+
+
+def hash_tree(repo: Path, paths: list[str]) -> dict[str, str]:
+    hashes = {}
+    for rel in paths:
+        target = repo / rel
+        files = sorted(p for p in target.rglob("*") if p.is_file()) if target.is_dir() else [target]
+        for f in files:
+            if f.is_file():
+                hashes[str(f.relative_to(repo))] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return hashes
+
+
+def holds_timings(path: Path) -> bool:
+    text = path.read_text(errors="ignore") if path.suffix in (".json", ".md", ".csv", ".tsv") else ""
+    return "latency" in text or "seconds" in text
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rev", default="HEAD")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp) / "kdflow"
+        sh(Path(tmp), "git", "clone", "-q", str(ROOT), str(repo))
+        sh(repo, "git", "checkout", "-q", args.rev)
+        runs, seconds = [], []
+        for _ in range(2):
+            started = time.perf_counter()
+            sh(repo, "dvc", "repro", "-f")
+            seconds.append(time.perf_counter() - started)
+            runs.append(hash_tree(repo, outputs(repo)))
+        status = sh(repo, "dvc", "status").strip()
+        differ = sorted(f for f in runs[0].keys() | runs[1].keys() if runs[0].get(f) != runs[1].get(f))
+        timed = [f for f in differ if (repo / f).is_file() and holds_timings(repo / f)]
+        other = [f for f in differ if f not in timed]
+        print(f"dvc repro -f twice at {args.rev}: {seconds[0]:.0f} s and {seconds[1]:.0f} s")
+        print(f"output files: {len(runs[1])}; identical: {len(runs[1]) - len(differ)}; differ: {len(differ)}")
+        print(f"  differ, holding measured times: {json.dumps(timed)}")
+        print(f"  differ, anything else: {json.dumps(other)}")
+        print(f"dvc status after the second run: {status or '(empty)'}")
+        return 1 if other else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""The `kdflow` command line: each subcommand reaches the code its `python -m` form runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flows.kdflow import main
+from tests.conftest import ROOT, tiny_raw, write_params
+
+
+def test_check_accepts_the_shipped_params(capsys) -> None:
+    assert main(["check", "--params", str(ROOT / "params.yaml")]) == 0
+    assert "params.yaml: valid" in capsys.readouterr().out
+
+
+def test_check_names_the_bad_key_in_one_line_and_writes_nothing(tmp_path: Path, capsys) -> None:
+    write_params(tmp_path / "params.yaml", tiny_raw(tmp_path, student__train__epochs=True))
+    assert main(["check", "--params", str(tmp_path / "params.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "student.train.epochs" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_report_without_a_run_says_what_to_do(tmp_path: Path, capsys) -> None:
+    write_params(tmp_path / "params.yaml", tiny_raw(tmp_path))
+    assert main(["report", "--params", str(tmp_path / "params.yaml")]) == 2
+    assert "run `kdflow repro` first" in capsys.readouterr().err
+
+
+def test_report_prints_the_metrics_table(tmp_path: Path, capsys) -> None:
+    raw = tiny_raw(tmp_path)
+    write_params(tmp_path / "params.yaml", raw)
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "summary.json").write_text('{"student_kd": {"accuracy": 0.95, "ece": 0.01}}')
+    assert main(["report", "--metrics", "--params", str(tmp_path / "params.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "student_kd" in out and "0.95" in out
+
+
+def test_stage_runs_kdcore_with_its_arguments(tmp_path: Path, capsys) -> None:
+    write_params(tmp_path / "params.yaml", tiny_raw(tmp_path))
+    assert main(["stage", "prepare", "--params", str(tmp_path / "params.yaml")]) == 0
+    assert (tmp_path / "data" / "prepared" / "meta.json").is_file()
+
+
+def test_unknown_command_exits_2() -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["trian"])
+    assert info.value.code == 2
+
+
+def test_the_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "kdflow"
+    assert script.is_file(), "pip install -e . installs the kdflow console script"
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "kdflow check" in out.stdout
