@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,13 +94,13 @@ def load_digits(**_: object) -> RawData:
     return RawData(images, labels, [f"digits-{i:05d}" for i in range(len(labels))], names)
 
 
-def _scale(x: np.ndarray) -> np.ndarray:
+def _scale(x: np.ndarray, where: str = "data") -> np.ndarray:
     """uint8 pixels to [0, 1]; floats are kept as they are (validation checks the range)."""
     if x.dtype == np.uint8:
         return x.astype(np.float32) / 255.0
     if np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating):
         return x.astype(np.float32)
-    raise DataError(f"pixel values must be numeric, got dtype {x.dtype}")
+    raise DataError(f"{where}: pixel values must be numeric, got dtype {x.dtype}")
 
 
 def _to_nchw(x: np.ndarray, where: str) -> np.ndarray:
@@ -119,6 +120,8 @@ def load_npz(path: Path, **_: object) -> RawData:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data.path {path}: no such .npz file")
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"data.path {path}: not an .npz archive (np.savez writes one)")
     try:
         archive = np.load(path, allow_pickle=False)
     except Exception as err:  # zipfile, ValueError: not an npz
@@ -146,7 +149,7 @@ def load_npz(path: Path, **_: object) -> RawData:
         if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
             raise DataError(f"data.path {path}: x must be numeric, got dtype {x.dtype}")
         return RawData(torch.from_numpy(x.astype(np.float32)[:, :, None, None]), labels, ids, names, kind="vector")
-    images = torch.from_numpy(_scale(_to_nchw(x, str(path))))
+    images = torch.from_numpy(_scale(_to_nchw(x, str(path)), f"data.path {path}"))
     return RawData(images, labels, ids, names)
 
 
@@ -199,7 +202,7 @@ def load_idx(path: Path, **_: object) -> RawData:
     if len({x.shape[1:] for x in xs}) > 1:
         raise DataError(f"data.path {path}: IDX files hold images of different shapes")
     labels, names = _index_labels(np.concatenate(ys), str(path))
-    return RawData(torch.from_numpy(_scale(np.concatenate(xs))), labels, ids, names)
+    return RawData(torch.from_numpy(_scale(np.concatenate(xs), f"data.path {path}")), labels, ids, names)
 
 
 @SOURCES.register("imagefolder")
