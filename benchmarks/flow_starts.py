@@ -30,7 +30,8 @@ ONE_STAGE = """stages:
   check_params:
     cmd: python -m kdcore check_params
     deps: [kdcore/config.py]
-    params: [params.yaml:]
+    params:
+      - params.yaml:
     outs: [.kdflow/params_ok.json]
 """
 
@@ -40,6 +41,8 @@ def make_project(root: Path, env: dict[str, str]) -> Path:
         shutil.copytree(ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "params.yaml", root / "params.yaml")
     (root / "dvc.yaml").write_text(ONE_STAGE)
+    (root / "metrics").mkdir()
+    (root / "metrics" / "summary.json").write_text('{"student_kd": {"accuracy": 0.95}}')  # what the gate reads
     (root / ".gitignore").write_text(".prefect/\n")
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "repro", "-q"], ["git", "add", "-A"],
                 ["git", "commit", "-qm", "project"]):  # fmt: skip

@@ -1,4 +1,5 @@
-"""Same inputs, same bytes: `dvc repro -f` twice in a fresh clone, every output file hashed after each.
+"""Same inputs, same bytes: `dvc repro -f` twice in a fresh clone, every output file hashed after each;
+then the outputs travel: `dvc push` to a fresh remote and `dvc pull` into a second clone, timed.
 
     python benchmarks/repro_twice.py [--rev HEAD]
 
@@ -25,7 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def sh(cwd: Path, *cmd: str) -> str:
     env = {**os.environ, "TQDM_DISABLE": "1", "DVC_NO_ANALYTICS": "1", "GX_ANALYTICS_ENABLED": "false",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@localhost", "GIT_COMMITTER_NAME": "b",
+           "GIT_COMMITTER_EMAIL": "b@localhost"}  # fmt: skip
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed: {result.stderr.strip().splitlines()[-1:]}")
@@ -79,7 +82,32 @@ def main() -> int:
         print(f"  differ, holding measured times: {json.dumps(timed)}")
         print(f"  differ, anything else: {json.dumps(other)}")
         print(f"dvc status after the second run: {status or '(empty)'}")
-        return 1 if other else 0
+
+        # push from this clone to a fresh remote (the shipped `storage` remote, pointed elsewhere), pull into another
+        sh(repo, "git", "add", "-A")
+        sh(repo, "git", "commit", "-qm", "the second run's results")
+        remote = Path(tmp) / "remote"
+        sh(repo, "dvc", "remote", "modify", "--local", "storage", "url", str(remote))
+        started = time.perf_counter()
+        pushed = sh(repo, "dvc", "push").strip().splitlines()[-1]
+        push_s = time.perf_counter() - started
+        teammate = Path(tmp) / "teammate"
+        sh(Path(tmp), "git", "clone", "-q", str(repo), str(teammate))
+        sh(teammate, "dvc", "remote", "modify", "--local", "storage", "url", str(remote))
+        started = time.perf_counter()
+        pulled = sh(teammate, "dvc", "pull").strip().splitlines()[-1]
+        pull_s = time.perf_counter() - started
+        files = sum(1 for p in remote.rglob("*") if p.is_file())
+        size = sum(p.stat().st_size for p in remote.rglob("*") if p.is_file())
+        same = hash_tree(teammate, outputs(teammate)) == {
+            k: v for k, v in runs[1].items() if k in hash_tree(teammate, outputs(teammate))
+        }
+        print(f"dvc push: {push_s:.1f} s ({pushed}); remote holds {files} files, {size / 1e6:.1f} MB")
+        print(
+            f"dvc pull into a second clone: {pull_s:.1f} s ({pulled}); dvc status there: "
+            f"{sh(teammate, 'dvc', 'status').strip()}; outputs identical to the pushing clone: {same}"
+        )
+        return 1 if other or not same else 0
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ def test_npz_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="labels must be integers"):
         load_source("npz", tmp_path / "floaty.npz")
     (tmp_path / "bad.npz").write_text("not a zip")
-    with pytest.raises(DataError, match="bad.npz: not a readable .npz"):
+    with pytest.raises(DataError, match="bad.npz: not an .npz archive"):
         load_source("npz", tmp_path / "bad.npz")
     with pytest.raises(DataError, match="no such .npz"):
         load_source("npz", tmp_path / "absent.npz")

@@ -12,7 +12,7 @@ import torch
 
 from kdcore.artifacts import load_tensors
 from kdcore.config import parse_params
-from kdcore.errors import ConfigError, ValidationFailed
+from kdcore.errors import ConfigError, DataError, ValidationFailed
 from kdcore.stages import STAGE_NAMES, get_stage
 from kdcore.transfer.ensemble import combine_logits
 from tests.conftest import tiny_raw, with_two_teachers
@@ -130,13 +130,13 @@ def test_bad_pixels_stop_prepare_with_a_report(tmp_path: Path) -> None:
     assert not (tmp_path / "data/prepared").exists()  # nothing written
 
 
-def test_imbalanced_classes_fail_the_balance_check(tmp_path: Path) -> None:
+def test_imbalanced_classes_stop_prepare_naming_the_rare_class(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     y = np.array([0] * 180 + [1] * 10 + [2] * 10)
     np.savez(tmp_path / "skew.npz", x=rng.random((200, 6, 6)).astype(np.float32), y=y)
     raw = tiny_raw(tmp_path, data__source="npz", data__path=str(tmp_path / "skew.npz"))
     raw["data"]["splits"] = {"teacher_train": 80, "transfer": 60, "test": 60}
-    with pytest.raises(ValidationFailed, match="class_balance"):
+    with pytest.raises(DataError, match=r"class '1' has 10 sample\(s\) \(row\(s\) \[180, 181, 182\].*at least 33"):
         get_stage("prepare")(parse_params(raw))
 
 
