@@ -1,21 +1,20 @@
-"""The methods comparison as a Prefect flow: every method of benchmarks/methods.yaml on the default
-data with several seeds, through the real stages, then reports/methods.md.
+"""The methods comparison as a Prefect flow over DVC experiments: every method of
+benchmarks/methods.yaml on the project's data with several seeds, then reports/methods.md.
 
-    python -m flows.compare [--seeds 0 1 2] [--methods hinton dkd ...] [--spec benchmarks/methods.yaml]
+    python -m flows.compare [--seeds 0 1 2] [--methods hinton dkd ...] [--spec benchmarks/methods.yaml] [--jobs N]
 
-Each (method, seed) is one task; outputs shared between methods (teachers, transfer sets, scratch
-students) are trained once and reused, also across reruns (in .kdflow/methods). The rows are
-written to reports/methods.csv after every run, so an interrupted sweep keeps what it measured.
+Each (method, seed) is one DVC experiment (`dvc exp run --queue -n <spec>-<method>-s<seed> -S ...`);
+DVC's queue workers run them, `--jobs` at a time, each in its own workspace, and `dvc exp show`
+lists them beside their params and metrics. Stages that methods share (a seed's teacher and scratch
+student) come back from DVC's run cache. Finished experiments are not run again; the rows of
+reports/methods.csv are read from them.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
+import re
 import sys
-import tempfile
 from pathlib import Path
 
 from flows.settings import use_local_server_if_running
@@ -24,15 +23,21 @@ use_local_server_if_running()
 
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
-from prefect import flow, get_run_logger, task  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
+from prefect import flow  # noqa: E402
 
 from flows.cli import run_flow  # noqa: E402
 from kdcore.artifacts import atomic_path, write_text  # noqa: E402
-from kdcore.errors import ConfigError  # noqa: E402
+from kdcore.config import load_params, read_yaml  # noqa: E402
+from kdcore.errors import ConfigError, KdflowError  # noqa: E402
 from kdcore.methods_report import render_methods_report, save_methods_png  # noqa: E402
-from kdcore.sweep import plan  # noqa: E402
-from tasks.dvc_stage import StageFailed, stage_error  # noqa: E402
+from tasks.experiments import (  # noqa: E402
+    ExperimentFailed,
+    experiment_row,
+    failure_line,
+    finished_experiments,
+    queue_task,
+    run_queue_task,
+)
 
 
 def load_spec(path: Path, only: list[str] | None) -> tuple[list[dict], dict[str, dict]]:
@@ -50,23 +55,19 @@ def load_spec(path: Path, only: list[str] | None) -> tuple[list[dict], dict[str,
     return [m for m in methods if not only or m["name"] in only], spec.get("groups") or {}
 
 
-@task(name="method-run", task_run_name="{name} seed {seed}", cache_policy=NO_CACHE)
-def run_method(params: str, work: str, name: str, overrides: dict, seed: int) -> dict:
-    """One (method, seed) through the real stages, in its own process (torch in a worker thread of
-    this one runs about half as fast)."""
-    logger = get_run_logger()
-    with tempfile.TemporaryDirectory() as tmp:
-        row_file = Path(tmp) / "row.json"
-        cmd = [sys.executable, "-m", "kdcore.sweep", "--params", params, "--work", work, "--name", name,
-               "--set", json.dumps(overrides), "--seed", str(seed), "--row", str(row_file)]  # fmt: skip
-        result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
-        for line in result.stdout.splitlines():
-            logger.info(line)
-        if result.returncode != 0:
-            raise StageFailed(
-                f"{name} seed {seed} failed (exit {result.returncode}): {stage_error('sweep', result.stderr)}"
-            )
-        return json.loads(row_file.read_text())
+def experiment_name(spec: Path, method: str, seed: int) -> str:
+    """`methods-hinton-s0`: the spec's name, the method and the seed, as a git ref name allows."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", f"{spec.stem}-{method}-s{seed}")
+
+
+def experiment_plan(chosen: list[dict], seeds: list[int], spec: Path) -> list[tuple[str, str, dict, int]]:
+    """(experiment, method, overrides, seed), method by method: parallel workers then start on
+    different seeds, and a later method finds its seed's teacher in the run cache."""
+    return [
+        (experiment_name(spec, m["name"], seed), m["name"], {**(m.get("set") or {}), "seed": seed}, seed)
+        for m in chosen
+        for seed in seeds
+    ]
 
 
 @flow(name="kdflow-methods", log_prints=True)
@@ -74,36 +75,49 @@ def compare_methods(
     spec: str = "benchmarks/methods.yaml",
     seeds: list[int] = (0, 1, 2),  # type: ignore[assignment]
     methods: list[str] | None = None,
-    params: str = "params.yaml",
-    work: str = ".kdflow/methods",
+    repo: str = ".",
+    jobs: int | None = None,
     reports: str = "reports",
 ) -> str:
-    """Runs every (method, seed), seed by seed; writes reports/methods.csv and reports/methods.md."""
+    """Queues every (method, seed) as a DVC experiment, runs the queue, and writes reports/methods.csv
+    and reports/methods.md from the finished experiments."""
+    root = Path(repo).resolve()
     chosen, group_info = load_spec(Path(spec), methods)
-    data = yaml.safe_load(Path(params).read_text())["data"]
-    csv = Path(reports) / "methods.csv"
-    done = pd.read_csv(csv) if csv.is_file() else pd.DataFrame(columns=["method", "seed"])
-    rows = [r for r in done.to_dict("records") if r["method"] in {m["name"] for m in chosen} and r["seed"] in seeds]
-    have = {(r["method"], r["seed"]) for r in rows}
-    for name, overrides, seed in plan(chosen, list(seeds)):
-        if (name, seed) in have:
-            continue
-        rows.append(run_method(params, work, name, overrides, seed))
-        with atomic_path(csv) as tmp:
-            pd.DataFrame(rows).to_csv(tmp, index=False)
+    params_file = root / "params.yaml"
+    params = load_params(params_file)
+    base = read_yaml(params_file.read_text(), source=str(params_file))
+    planned = experiment_plan(chosen, list(seeds), Path(spec))
+    workers = jobs or params.orchestration.parallel
+    queue_task(str(root), base, [(name, overrides) for name, _, overrides, _ in planned])
+    states = run_queue_task(str(root), [name for name, *_ in planned], workers)
+
+    finished = finished_experiments(root)
+    rows = [experiment_row(root, finished[name], method) for name, method, _, _ in planned if name in finished]
     frame = pd.DataFrame(rows)
-    labels = {m["name"]: m.get("label", m["name"]) for m in chosen}
-    groups = {m["name"]: m.get("group", "other") for m in chosen}
-    command = "python -m flows.compare --seeds " + " ".join(map(str, seeds))
-    sizes = data["splits"]
-    where = (
-        f"`{data['source']}` ({sizes['teacher_train']} teacher / {sizes['transfer']} transfer / "
-        f"{sizes['test']} test samples)"
-    )
-    save_methods_png(Path(reports) / "methods.png", frame, labels, groups)
-    report = render_methods_report(frame, labels, groups, command, group_info, where, image="methods.png")
-    write_text(Path(reports) / "methods.md", report)
-    print(f"methods: {len(frame)} runs -> {Path(reports) / 'methods.md'}")
+    csv = Path(reports) / "methods.csv"
+    report = ""
+    if rows:
+        with atomic_path(csv) as tmp:
+            frame.to_csv(tmp, index=False)
+        labels = {m["name"]: m.get("label", m["name"]) for m in chosen}
+        groups = {m["name"]: m.get("group", "other") for m in chosen}
+        command = "python -m flows.compare --seeds " + " ".join(map(str, seeds))
+        sizes = params.data.splits
+        where = (
+            f"`{params.data.source}` ({sizes.teacher_train} teacher / {sizes.transfer} transfer / "
+            f"{sizes.test} test samples)"
+        )
+        save_methods_png(Path(reports) / "methods.png", frame, labels, groups)
+        report = render_methods_report(frame, labels, groups, command, group_info, where, image="methods.png")
+        write_text(Path(reports) / "methods.md", report)
+        print(f"methods: {len(frame)} experiments -> {Path(reports) / 'methods.md'}; `dvc exp show` lists them")
+    failed = [name for name, *_ in planned if name not in finished]
+    if failed:
+        first = failed[0]
+        raise ExperimentFailed(
+            f"{len(failed)} of {len(planned)} experiments did not finish ({', '.join(failed)}); "
+            f"{first} ({states.get(first, 'unknown')}): {failure_line(root, first)}"
+        )
     return report
 
 
@@ -112,23 +126,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", default="benchmarks/methods.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", help="only these methods (default: all in the spec)")
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--work", default=".kdflow/methods", help="where stage outputs are kept and reused")
+    parser.add_argument("--repo", default=".", help="the kdflow project (default: the current directory)")
+    parser.add_argument("--jobs", type=int, help="DVC queue workers at once (default: orchestration.parallel)")
     parser.add_argument("--reports", default="reports")
     args = parser.parse_args(argv)
     try:
         load_spec(Path(args.spec), args.methods)
-    except ConfigError as err:
+        load_params(Path(args.repo) / "params.yaml")
+    except KdflowError as err:
         print(f"kdflow compare: error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code
     return run_flow(
         "kdflow compare",
         compare_methods,
         spec=args.spec,
         seeds=args.seeds,
         methods=args.methods,
-        params=args.params,
-        work=args.work,
+        repo=args.repo,
+        jobs=args.jobs,
         reports=args.reports,
     )
 

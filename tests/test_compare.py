@@ -124,3 +124,32 @@ def test_a_default_written_out_reuses_the_same_outputs(tmp_path) -> None:
     _, implicit = sweep.params_for({}, 0, tmp_path / "runs/a/seed0")
     _, explicit = sweep.params_for({"teachers.cnn.subset": 1.0, "teachers.cnn.seed": 0}, 0, tmp_path / "runs/b/seed0")
     assert implicit == explicit
+
+
+def test_hydra_overrides_give_each_method_exactly_its_params(tmp_path) -> None:
+    """Every method of benchmarks/methods.yaml, sent to DVC as `-S` overrides, yields the params
+    that the dotted overrides describe: dicts replaced (not merged), lists and strings intact."""
+    import copy
+
+    from dvc.utils.hydra import apply_overrides
+
+    from flows.compare import experiment_plan, load_spec
+    from kdcore.config import read_yaml
+    from kdcore.sweep import set_dotted
+    from tasks.experiments import hydra_overrides
+    from tests.conftest import ROOT
+
+    base = read_yaml((ROOT / "params.yaml").read_text())
+    methods, _ = load_spec(ROOT / "benchmarks/methods.yaml", None)
+    plans = experiment_plan(methods, [3], ROOT / "benchmarks/methods.yaml")
+    assert plans[0][0] == "methods-hinton-s3"
+    for name, _method, overrides, _seed in plans:
+        expected = copy.deepcopy(base)
+        for dotted, value in overrides.items():
+            set_dotted(expected, dotted, value)
+        target = tmp_path / f"{name}.yaml"
+        target.write_text((ROOT / "params.yaml").read_text())
+        apply_overrides(str(target), hydra_overrides(base, overrides))
+        assert read_yaml(target.read_text()) == expected, name
+    born_again = next(o for n, _, o, _ in plans if n == "methods-conv_born_again-s3")
+    assert sorted(born_again["teachers"]) == ["conv"]

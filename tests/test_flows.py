@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -331,32 +332,59 @@ methods:
 """
 
 
-def test_methods_comparison_flow_writes_the_report(prefect_server, tmp_path: Path) -> None:
+def test_methods_comparison_runs_as_dvc_experiments(prefect_server, tmp_path: Path) -> None:
     from flows.compare import compare_methods
 
+    repo = make_project(tmp_path / "cmp", flow_params())
     (tmp_path / "methods.yaml").write_text(METHODS_SPEC)
-    (tmp_path / "params.yaml").write_text(json.dumps(tiny_raw()))
-    options = {
-        "spec": str(tmp_path / "methods.yaml"),
-        "seeds": [0],
-        "params": str(tmp_path / "params.yaml"),
-        "work": str(tmp_path / "work"),
-        "reports": str(tmp_path / "reports"),
-    }
+    options = {"spec": str(tmp_path / "methods.yaml"), "seeds": [0], "repo": str(repo), "jobs": 1,
+               "reports": str(repo / "reports")}  # fmt: skip
     state = compare_methods(**options, return_state=True)
     assert state.is_completed(), state.message
-    rows = pd.read_csv(tmp_path / "reports/methods.csv")
-    assert sorted(rows["method"]) == ["hint", "hinton"]
-    # both methods share the teacher, the transfer set and the scratch student
+    rows = pd.read_csv(repo / "reports/methods.csv")
+    assert sorted(rows["experiment"]) == ["methods-hint-s0", "methods-hinton-s0"]
+    # both methods share the teacher and the scratch student: the second experiment took them from DVC's run cache
     assert rows["scratch_accuracy"].nunique() == 1 and rows["teacher_accuracy"].nunique() == 1
-    report = (tmp_path / "reports/methods.md").read_text()
+    second = sh(repo, "dvc", "queue", "logs", "methods-hint-s0").stdout
+    for stage in ("train_teacher@cnn", "train_student_scratch", "build_transfer"):
+        assert f"Stage '{stage}' is cached - skipping run" in second, second[-3000:]
+    assert "Running stage 'distill'" in second
+    # `dvc exp show` lists each experiment with its own params and metrics
+    shown = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
+    exps = {e["name"]: e["revs"][0]["data"] for b in shown for e in (b.get("experiments") or [])}
+    terms = exps["methods-hint-s0"]["params"]["params.yaml"]["data"]["distill"]["terms"]
+    assert [t["name"] for t in terms] == ["ce", "kd", "hint"]
+    assert [t["name"] for t in exps["methods-hinton-s0"]["params"]["params.yaml"]["data"]["distill"]["terms"]] == [
+        "ce",
+        "kd",
+    ]
+    accuracy = exps["methods-hint-s0"]["metrics"]["metrics/summary.json"]["data"]["student_kd"]["accuracy"]
+    assert rows.set_index("experiment").loc["methods-hint-s0", "accuracy"] == accuracy
+    report = (repo / "reports/methods.md").read_text()
     assert "| Hinton KD (`hinton`) |" in report and "| Hinton KD + hint (`hint`) |" in report
     assert "scratch student" in report and "](methods.png)" in report
-    assert (tmp_path / "reports/methods.png").read_bytes()[:4] == b"\x89PNG"
-    # a rerun measures nothing again: every row is already there
+    assert (repo / "reports/methods.png").read_bytes()[:4] == b"\x89PNG"
+    # the workspace is untouched, and a rerun queues nothing: the rows come from the same experiments
+    assert sh(repo, "git", "status", "--porcelain", "--untracked-files=no").stdout == ""
     again = compare_methods(**options, return_state=True)
     assert again.is_completed()
-    assert pd.read_csv(tmp_path / "reports/methods.csv").equals(rows)
+    assert pd.read_csv(repo / "reports/methods.csv").equals(rows)
+
+
+def test_methods_comparison_names_a_failed_experiment(prefect_server, tmp_path: Path) -> None:
+    from flows.compare import compare_methods
+
+    repo = make_project(tmp_path / "bad", flow_params())
+    spec = tmp_path / "bad.yaml"
+    # valid params, but a layer name the student does not have: the distill stage stops with its own line
+    spec.write_text(
+        "methods:\n  - name: badhint\n    set:\n      distill.terms: [{name: kd, weight: 1.0}, "
+        "{name: hint, weight: 1.0, student_layers: [nope], teacher_layers: [head.2]}]\n"
+    )
+    state = compare_methods(spec=str(spec), seeds=[0], repo=str(repo), jobs=1, reports=str(repo / "reports"),
+                            return_state=True)  # fmt: skip
+    assert state.is_failed()
+    assert "bad-badhint-s0" in state.message and re.search(r"kdflow \w+: error: .*nope", state.message), state.message
 
 
 def run_update(repo: Path):

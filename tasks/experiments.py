@@ -1,0 +1,235 @@
+"""Comparisons as DVC experiments: each (variant, seed) is queued with `dvc exp run --queue`, DVC's
+queue workers run them side by side in their own workspaces, and `dvc exp show` lists every one of
+them beside its params and metrics. Stages shared between variants (the teachers, the scratch
+student, a transfer set) come back from DVC's run cache instead of being trained again.
+
+The plain functions here are what the Prefect tasks below and the benchmark scripts call.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.dvc_stage import tool_env
+
+# DVC's queue states: a task is waiting or running until it reaches one of the others
+PENDING = {"Queued", "Running"}
+_OWN_ERROR = re.compile(r"kdflow [\w@.-]+: error: .*")
+
+
+class ExperimentFailed(RuntimeError):
+    """A queued experiment failed; the message names it and carries the stage's own error line."""
+
+
+def hydra_value(value: Any) -> str:
+    """`value` in Hydra's override grammar, as `dvc exp run -S key=<value>` reads it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(hydra_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        for key in value:
+            if not re.fullmatch(r"[A-Za-z_][\w-]*", str(key)):
+                raise ValueError(f"key {key!r} cannot be written as a Hydra override")
+        return "{" + ",".join(f"{k}:{hydra_value(v)}" for k, v in value.items()) + "}"
+    raise ValueError(f"{value!r} ({type(value).__name__}) cannot be written as a Hydra override")
+
+
+def has_key(raw: dict, dotted: str) -> bool:
+    node: Any = raw
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def hydra_overrides(base: dict, overrides: dict[str, Any]) -> list[str]:
+    """`-S` arguments that make params.yaml (`base`) take each dotted override exactly.
+
+    A dict value replaces the dict it names, as in kdcore.sweep (Hydra would merge the two: so the
+    key is removed, then added); a new key is added; anything else is set."""
+    out = []
+    for dotted, value in overrides.items():
+        if isinstance(value, dict) and has_key(base, dotted):
+            out += [f"~{dotted}", f"+{dotted}={hydra_value(value)}"]
+        else:
+            out.append(f"++{dotted}={hydra_value(value)}")
+    return out
+
+
+def dvc(repo: str | Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(["dvc", *args], cwd=repo, env=tool_env(), capture_output=True, text=True)
+    if check and result.returncode != 0:
+        lines = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]
+        raise ExperimentFailed(f"dvc {' '.join(args[:3])} failed: {lines[-1] if lines else 'no output'}")
+    return result
+
+
+def queue_status(repo: str | Path) -> dict[str, str]:
+    """Name -> DVC queue state (Queued, Running, Success, Failed, ...) of every queued experiment."""
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc_repo:
+        return {entry["name"]: entry["status"] for entry in dvc_repo.experiments.celery_queue.status() if entry["name"]}
+
+
+@dataclass
+class Experiment:
+    """One finished experiment of the current baseline, as `dvc exp show --json` gives it."""
+
+    name: str
+    rev: str
+    params: dict[str, Any]
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def finished_experiments(repo: str | Path) -> dict[str, Experiment]:
+    """The experiments of HEAD that completed, by name, with their params.yaml and metrics files."""
+    shown = json.loads(dvc(repo, "exp", "show", "--json", "--no-fetch").stdout or "[]")
+    found = {}
+    for baseline in shown:
+        for exp in baseline.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                data = rev.get("data") or {}
+                if rev.get("error") or not exp.get("name") or not data.get("metrics"):
+                    continue
+                params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
+                metrics = {path: entry.get("data", {}) for path, entry in data["metrics"].items()}
+                found[exp["name"]] = Experiment(exp["name"], rev["rev"], params, metrics)
+    return found
+
+
+def failure_line(repo: str | Path, name: str) -> str:
+    """The telling line of a failed experiment's log: kdflow's own error, else DVC's, else the last."""
+    log = dvc(repo, "queue", "logs", name, check=False)
+    lines = [line.strip() for line in (log.stdout + log.stderr).splitlines() if line.strip()]
+    own = [line for line in lines if _OWN_ERROR.search(line)]
+    dvc_errors = [line for line in lines if line.startswith("ERROR:")]
+    return (own or dvc_errors or lines[-1:] or ["no log"])[0]
+
+
+def queue_experiments(
+    repo: str | Path, base: dict, runs: Iterable[tuple[str, dict[str, Any]]], log: Callable[[str], None] = print
+) -> list[str]:
+    """Queues each (experiment name, dotted overrides) that has not finished and is not queued
+    already; returns the names queued now."""
+    done = finished_experiments(repo)
+    status = queue_status(repo)
+    queued = []
+    for name, overrides in runs:
+        if name in done or status.get(name) in PENDING:
+            continue
+        args = [f"-S={arg}" for arg in hydra_overrides(base, overrides)]
+        force = ["--force"] if name in status else []  # an earlier failed run of the same name
+        dvc(repo, "exp", "run", "--queue", "--name", name, *force, *args)
+        queued.append(name)
+    log(f"queued {len(queued)} experiment(s); {len(done)} finished before")
+    return queued
+
+
+def run_queue(
+    repo: str | Path,
+    names: list[str],
+    jobs: int,
+    poll_s: float = 5.0,
+    log: Callable[[str], None] = print,
+) -> dict[str, str]:
+    """Starts `jobs` DVC queue workers and waits until every experiment in `names` has ended;
+    returns name -> final state, and logs each as it ends."""
+    status = queue_status(repo)
+    if any(status.get(n) in PENDING for n in names):
+        dvc(repo, "queue", "start", "--jobs", str(jobs))
+    ended: dict[str, str] = {n: s for n, s in status.items() if n in names and s not in PENDING}
+    started = time.perf_counter()
+    while True:
+        status = queue_status(repo)
+        for name in names:
+            state = status.get(name, "Success")  # no longer in the queue: finished earlier
+            if state not in PENDING and name not in ended:
+                ended[name] = state
+                waited = time.perf_counter() - started
+                log(f"{name}: {state} ({len(ended)} of {len(names)} ended, {waited:.0f} s)")
+        if len(ended) == len(names):
+            return ended
+        time.sleep(poll_s)
+
+
+def timing_of(repo: str | Path, rev: str, live_dir: str) -> float | None:
+    """Training seconds of one model of an experiment: the sum of its dvclive per-epoch times."""
+    shown = subprocess.run(
+        ["git", "show", f"{rev}:{live_dir}/plots/metrics/seconds.tsv"], cwd=repo, capture_output=True, text=True
+    )
+    if shown.returncode != 0:
+        return None
+    values = [float(line.split("\t")[1]) for line in shown.stdout.splitlines()[1:] if "\t" in line]
+    return round(sum(values), 2) if values else None
+
+
+def experiment_row(repo: str | Path, exp: Experiment, method: str) -> dict[str, Any]:
+    """One row of the comparison from an experiment's params and metrics (the columns kdcore.sweep
+    writes, where an experiment has them)."""
+    params, summary = exp.params, exp.metrics.get(str(Path(exp.params["paths"]["metrics"]) / "summary.json"), {})
+    if not summary:
+        raise ExperimentFailed(f"{exp.name}: no metrics/summary.json in the experiment")
+    kd, scratch = summary["student_kd"], summary["student_scratch"]
+    live = params["paths"]["live"]
+    teachers = list(params["teachers"])
+    transfer_set = summary.get("transfer_set", {})
+    synth = params.get("synth") or {}
+    source = params.get("transfer", {}).get("source", "real")
+    teacher_seconds = [timing_of(repo, exp.rev, f"{live}/teachers/{t}") for t in teachers]
+    return {
+        "method": method,
+        "seed": params["seed"],
+        "experiment": exp.name,
+        "rev": exp.rev[:7],
+        "student": params["student"]["model"]["name"],
+        "student_params": kd["params"],
+        "teachers": ",".join(teachers),
+        "teacher_accuracy": summary["teacher"]["accuracy"],
+        **{f"teacher_accuracy/{t}": summary[f"teacher/{t}"]["accuracy"] for t in teachers},
+        "scratch_accuracy": scratch["accuracy"],
+        "val_accuracy": kd.get("val_accuracy"),
+        "val_scratch_accuracy": scratch.get("val_accuracy"),
+        "accuracy": kd["accuracy"],
+        "gain_points": round((kd["accuracy"] - scratch["accuracy"]) * 100, 2),
+        "nll": kd["nll"],
+        "ece": kd["ece"],
+        "agreement": kd["agreement"],
+        "distill_s": timing_of(repo, exp.rev, f"{live}/student_kd"),
+        "scratch_s": timing_of(repo, exp.rev, f"{live}/student_scratch"),
+        "teachers_s": round(sum(s for s in teacher_seconds if s is not None), 2),
+        "transfer_source": source,
+        "transfer_real_samples": transfer_set.get("real_samples"),
+        "transfer_synthetic_samples": transfer_set.get("synthetic_samples"),
+        "synth_method": synth.get("method", "") if source != "real" else "",
+    }
+
+
+@task(name="queue-experiments", cache_policy=NO_CACHE)
+def queue_task(repo: str, base: dict, runs: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """`dvc exp run --queue` for every run not finished or queued yet."""
+    return queue_experiments(repo, base, runs, log=get_run_logger().info)
+
+
+@task(name="run-experiment-queue", cache_policy=NO_CACHE)
+def run_queue_task(repo: str, names: list[str], jobs: int, poll_s: float = 5.0) -> dict[str, str]:
+    """`dvc queue start --jobs N`, then waits for the named experiments, logging each as it ends."""
+    return run_queue(repo, names, jobs, poll_s, log=get_run_logger().info)
