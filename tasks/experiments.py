@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -75,7 +76,13 @@ def hydra_overrides(base: dict, overrides: dict[str, Any]) -> list[str]:
 
 
 def dvc(repo: str | Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(["dvc", *args], cwd=repo, env=tool_env(), capture_output=True, text=True)
+    # output through files, not pipes: `dvc queue start` leaves workers behind that inherit its
+    # descriptors, and a pipe would not reach end-of-file until the last worker exits
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        code = subprocess.run(["dvc", *args], cwd=repo, env=tool_env(), stdout=out, stderr=err).returncode
+        out.seek(0)
+        err.seek(0)
+        result = subprocess.CompletedProcess(["dvc", *args], code, out.read(), err.read())
     if check and result.returncode != 0:
         lines = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]
         raise ExperimentFailed(f"dvc {' '.join(args[:3])} failed: {lines[-1] if lines else 'no output'}")
