@@ -10,6 +10,26 @@ from __future__ import annotations
 import pandas as pd
 
 
+def summary_columns(summary: dict, teachers: list[str]) -> dict:
+    """The comparison's quality columns from one run's metrics/summary.json: the teachers, the
+    scratch student, the distilled student and its gain in points."""
+    kd, scratch = summary["student_kd"], summary["student_scratch"]
+    return {
+        "student_params": kd["params"],
+        "teachers": ",".join(teachers),
+        "teacher_accuracy": summary["teacher"]["accuracy"],
+        **{f"teacher_accuracy/{t}": summary[f"teacher/{t}"]["accuracy"] for t in teachers},
+        "scratch_accuracy": scratch["accuracy"],
+        "val_accuracy": kd.get("val_accuracy"),
+        "val_scratch_accuracy": scratch.get("val_accuracy"),
+        "accuracy": kd["accuracy"],
+        "gain_points": round((kd["accuracy"] - scratch["accuracy"]) * 100, 2),
+        "nll": kd["nll"],
+        "ece": kd["ece"],
+        "agreement": kd["agreement"],
+    }
+
+
 def verdict(gains: pd.Series) -> str:
     if (gains > 0).all():
         return "helps on every seed"

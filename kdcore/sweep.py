@@ -19,6 +19,7 @@ from typing import Any
 
 from kdcore.artifacts import read_json, write_json
 from kdcore.config import Params, parse_params, read_yaml
+from kdcore.methods_report import summary_columns
 from kdcore.stages import get_stage
 
 
@@ -149,7 +150,6 @@ class Sweep:
             seconds[stage] = self._timed(stage, dirs[stage], marker, lambda s=stage, p=staged: get_stage(s)(p))
         get_stage("evaluate")(params)
         summary = read_json(run_dir / "metrics" / "summary.json")
-        kd, scratch = summary["student_kd"], summary["student_scratch"]
         generations = read_json(dirs["distill"] / "model.json")["config"].get("generations", [])
         synthesis = read_json(dirs["synthesize"] / "summary.json")
         synth_seconds = read_json(dirs["synthesize"].parent / f"{dirs['synthesize'].name}.seconds.json")["seconds"]
@@ -157,18 +157,7 @@ class Sweep:
             "method": name,
             "seed": seed,
             "student": params.student.model.name,
-            "student_params": kd["params"],
-            "teachers": ",".join(params.teachers),
-            "teacher_accuracy": summary["teacher"]["accuracy"],
-            **{f"teacher_accuracy/{t}": summary[f"teacher/{t}"]["accuracy"] for t in params.teachers},
-            "scratch_accuracy": scratch["accuracy"],
-            "val_accuracy": kd.get("val_accuracy"),
-            "val_scratch_accuracy": scratch.get("val_accuracy"),
-            "accuracy": kd["accuracy"],
-            "gain_points": round((kd["accuracy"] - scratch["accuracy"]) * 100, 2),
-            "nll": kd["nll"],
-            "ece": kd["ece"],
-            "agreement": kd["agreement"],
+            **summary_columns(summary, list(params.teachers)),
             "generation_accuracies": " ".join(f"{g['eval_accuracy']:.4f}" for g in generations),
             "distill_s": seconds["distill"],
             "scratch_s": seconds["train_student_scratch"],

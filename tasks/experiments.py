@@ -21,6 +21,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from kdcore.methods_report import summary_columns
 from tasks.dvc_stage import tool_env
 
 # DVC's queue states: a task is waiting or running until it reaches one of the others
@@ -195,7 +196,6 @@ def experiment_row(repo: str | Path, exp: Experiment, method: str) -> dict[str, 
     params, summary = exp.params, exp.metrics.get(str(Path(exp.params["paths"]["metrics"]) / "summary.json"), {})
     if not summary:
         raise ExperimentFailed(f"{exp.name}: no metrics/summary.json in the experiment")
-    kd, scratch = summary["student_kd"], summary["student_scratch"]
     live = params["paths"]["live"]
     teachers = list(params["teachers"])
     transfer_set = summary.get("transfer_set", {})
@@ -208,18 +208,7 @@ def experiment_row(repo: str | Path, exp: Experiment, method: str) -> dict[str, 
         "experiment": exp.name,
         "rev": exp.rev[:7],
         "student": params["student"]["model"]["name"],
-        "student_params": kd["params"],
-        "teachers": ",".join(teachers),
-        "teacher_accuracy": summary["teacher"]["accuracy"],
-        **{f"teacher_accuracy/{t}": summary[f"teacher/{t}"]["accuracy"] for t in teachers},
-        "scratch_accuracy": scratch["accuracy"],
-        "val_accuracy": kd.get("val_accuracy"),
-        "val_scratch_accuracy": scratch.get("val_accuracy"),
-        "accuracy": kd["accuracy"],
-        "gain_points": round((kd["accuracy"] - scratch["accuracy"]) * 100, 2),
-        "nll": kd["nll"],
-        "ece": kd["ece"],
-        "agreement": kd["agreement"],
+        **summary_columns(summary, teachers),
         "distill_s": timing_of(repo, exp.rev, f"{live}/student_kd"),
         "scratch_s": timing_of(repo, exp.rev, f"{live}/student_scratch"),
         "teachers_s": round(sum(s for s in teacher_seconds if s is not None), 2),
