@@ -23,8 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.runs import RunTable  # noqa: E402
-from kdcore.artifacts import read_json, write_text  # noqa: E402
+from kdcore.artifacts import write_text  # noqa: E402
 from kdcore.config import read_yaml  # noqa: E402
+from kdcore.evaluate.measured import read_rows  # noqa: E402
 from kdcore.evaluate.plots import save_png  # noqa: E402
 from kdcore.sweep import Sweep, set_dotted  # noqa: E402
 
@@ -44,7 +45,7 @@ def run_seed(sweep: Sweep, spec: dict, seed: int) -> list[dict]:
     """The distilled student of `seed` through export and quantize; one row per file."""
     sweep.run("quantize", {}, seed)
     run_dir = sweep.work / "runs" / "quantize" / f"seed{seed}"
-    summary = read_json(run_dir / "metrics" / "summary.json")
+    summary = read_rows(run_dir / "metrics", "summary")
     fp32 = summary["student_kd"]
     rows = [{"name": "student_kd", "kind": "fp32", "runtime": "torch eager", **fp32}]
     passes = []
@@ -75,10 +76,10 @@ def run_seed(sweep: Sweep, spec: dict, seed: int) -> list[dict]:
 
         if i == 0:
             get_stage("export")(params)
-            found = read_json(out / "metrics" / "export.json")
+            found = read_rows(out / "metrics", "export")
             rows += [{"name": n, **r} for n, r in found.items()]
         get_stage("quantize")(params)
-        found = read_json(out / "metrics" / "quantize.json")
+        found = read_rows(out / "metrics", "quantize")
         rows += [{"name": n, **r} for n, r in found.items() if not any(n == row["name"] for row in rows)]
     out_rows = []
     for row in rows:

@@ -92,7 +92,7 @@ def compare_methods(
     states = run_queue_task(str(root), [name for name, *_ in planned], workers)
 
     finished = finished_experiments(root)
-    rows = [experiment_row(root, finished[name], method) for name, method, _, _ in planned if name in finished]
+    rows = [experiment_row(finished[name], method) for name, method, _, _ in planned if name in finished]
     frame = pd.DataFrame(rows)
     csv = Path(reports) / "methods.csv"
     report = ""

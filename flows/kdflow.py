@@ -65,11 +65,11 @@ def _report(args: argparse.Namespace) -> int:
         print(f"kdflow report: error: {path}: no report yet; run `kdflow repro` first", file=sys.stderr)
         return 2
     if args.metrics:
-        import json
-
         import pandas as pd
 
-        table = pd.DataFrame(json.loads(path.read_text())).T
+        from kdcore.evaluate.measured import read_rows
+
+        table = pd.DataFrame(read_rows(paths.metrics, "summary")).T
         columns = [c for c in ("accuracy", "agreement", "ece", "params", "size_bytes", "latency_ms_b1") if c in table]
         print(table[columns].to_string(float_format=lambda v: f"{v:.4g}"))
     else:

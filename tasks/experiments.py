@@ -179,29 +179,24 @@ def run_queue(
         time.sleep(poll_s)
 
 
-def timing_of(repo: str | Path, rev: str, live_dir: str) -> float | None:
-    """Training seconds of one model of an experiment: the sum of its dvclive per-epoch times."""
-    shown = subprocess.run(
-        ["git", "show", f"{rev}:{live_dir}/plots/metrics/seconds.tsv"], cwd=repo, capture_output=True, text=True
-    )
-    if shown.returncode != 0:
-        return None
-    values = [float(line.split("\t")[1]) for line in shown.stdout.splitlines()[1:] if "\t" in line]
-    return round(sum(values), 2) if values else None
+def train_seconds(exp: Experiment, metrics_dir: str, model: str) -> float | None:
+    """Training seconds of one model of an experiment, from its metrics/timings/<model>.json."""
+    timing = exp.metrics.get(str(Path(metrics_dir) / "timings" / f"{model}.json"))
+    return timing.get("train_seconds") if timing else None
 
 
-def experiment_row(repo: str | Path, exp: Experiment, method: str) -> dict[str, Any]:
+def experiment_row(exp: Experiment, method: str) -> dict[str, Any]:
     """One row of the comparison from an experiment's params and metrics (the columns kdcore.sweep
     writes, where an experiment has them)."""
     params, summary = exp.params, exp.metrics.get(str(Path(exp.params["paths"]["metrics"]) / "summary.json"), {})
     if not summary:
         raise ExperimentFailed(f"{exp.name}: no metrics/summary.json in the experiment")
-    live = params["paths"]["live"]
+    metrics_dir = params["paths"]["metrics"]
     teachers = list(params["teachers"])
     transfer_set = summary.get("transfer_set", {})
     synth = params.get("synth") or {}
     source = params.get("transfer", {}).get("source", "real")
-    teacher_seconds = [timing_of(repo, exp.rev, f"{live}/teachers/{t}") for t in teachers]
+    teacher_seconds = [train_seconds(exp, metrics_dir, f"teacher_{t}") for t in teachers]
     return {
         "method": method,
         "seed": params["seed"],
@@ -209,8 +204,8 @@ def experiment_row(repo: str | Path, exp: Experiment, method: str) -> dict[str, 
         "rev": exp.rev[:7],
         "student": params["student"]["model"]["name"],
         **summary_columns(summary, teachers),
-        "distill_s": timing_of(repo, exp.rev, f"{live}/student_kd"),
-        "scratch_s": timing_of(repo, exp.rev, f"{live}/student_scratch"),
+        "distill_s": train_seconds(exp, metrics_dir, "student_kd"),
+        "scratch_s": train_seconds(exp, metrics_dir, "student_scratch"),
         "teachers_s": round(sum(s for s in teacher_seconds if s is not None), 2),
         "transfer_source": source,
         "transfer_real_samples": transfer_set.get("real_samples"),

@@ -86,6 +86,8 @@ def test_killed_run_resumes_to_identical_weights(tmp_path: Path) -> None:
     # the dvclive history holds every epoch, the replayed ones too
     tsv = (tmp_path / "live" / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()
     assert len(tsv) == 1 + CFG.epochs
+    # wall-clock seconds stay out of the logs, which are then the same bytes as an uninterrupted run's
+    assert not (tmp_path / "live" / "plots" / "metrics" / "seconds.tsv").exists()
 
 
 def test_checkpoint_of_another_run_is_ignored(tmp_path: Path) -> None:

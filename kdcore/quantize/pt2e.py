@@ -55,7 +55,10 @@ def capture(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
 def _quantizer(*, dynamic: bool = False, qat: bool = False):
     from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
 
-    config = x86.get_default_x86_inductor_quantization_config(is_dynamic=dynamic, is_qat=qat)
+    # static activations in 7 bits (0..127): without VNNI, x86 int8 kernels (onnxruntime's u8s8 among
+    # them) add pairs of uint8 x int8 products in int16, which saturates with full-range activations.
+    # Dynamic ranges are computed at run time by the runtime itself, in full range.
+    config = x86.get_default_x86_inductor_quantization_config(is_dynamic=dynamic, is_qat=qat, reduce_range=not dynamic)
     return x86.X86InductorQuantizer().set_global(config)
 
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 from typing import Any
 
+from kdcore.artifacts import write_json
 from kdcore.checkpoint import TrainingCheckpoint
 from kdcore.config import Params
 from kdcore.errors import ConfigError
@@ -38,3 +39,14 @@ def check_settings_for_kind(params: Params, kind: str) -> None:
             f"data.path {params.data.path} holds (N, D) vectors, which have no pixels to shift or cut: "
             f"set {', '.join(wrong)} to 0 / none (mixup views work for vectors)"
         )
+
+
+def write_training_time(params: Params, name: str, histories: list[list[dict[str, float]]]) -> None:
+    """metrics/timings/<name>.json: the wall-clock seconds of a training (every generation, resumed
+    epochs included). Measured times live apart from what a run computes, which is byte-identical
+    across identical runs."""
+    epochs = [record.get("seconds", 0.0) for history in histories for record in history]
+    write_json(
+        params.paths.metrics / "timings" / f"{name}.json",
+        {"train_seconds": round(sum(epochs), 2), "epochs": len(epochs)},
+    )

@@ -18,6 +18,7 @@ from kdcore.data.prepared import load_meta
 from kdcore.losses.compose import Objective
 from kdcore.models import build_model
 from kdcore.runtime import resolve_device
+from kdcore.stages.common import write_training_time
 from kdcore.stages.student import load_views, save_student, train_student
 from kdcore.transfer.views import teacher_logits_on_views
 
@@ -44,6 +45,7 @@ def run(params: Params) -> None:
 
     config = {"distill": cfg.model_dump(mode="json")}
     generations = []
+    histories = []
     model = None
     for g in range(1, cfg.generations + 1):
         if g > 1:
@@ -60,9 +62,11 @@ def run(params: Params) -> None:
             prepare=prepare,
         )
         objective.detach()
+        histories.append(history)
         accuracy = history[-1]["eval/accuracy"]
         generations.append({"generation": g, "eval_accuracy": accuracy})
         if cfg.generations > 1:
             print(f"distill: generation {g} of {cfg.generations}: eval accuracy {accuracy:.4f}")
+    write_training_time(params, "student_kd", histories)
     save_student(params, model, params.paths.student_kd, {**config, "generations": generations}, "distill", len(views))
     print(f"distill: eval accuracy {generations[-1]['eval_accuracy']:.4f}")

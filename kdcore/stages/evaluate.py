@@ -13,6 +13,7 @@ from kdcore.artifacts import atomic_path, read_json, write_json, write_text
 from kdcore.checkpoint import WEIGHTS, load_model_dir, weights_file
 from kdcore.config import Params
 from kdcore.data.prepared import load_meta, load_split
+from kdcore.evaluate.measured import split_measured
 from kdcore.evaluate.metrics import latency_ms, quality_metrics
 from kdcore.evaluate.plots import (
     confusion_matrix,
@@ -78,33 +79,71 @@ def render_deployed(summary: dict[str, dict[str, float]]) -> list[str]:
             continue
         fp32 = summary[model]
         lines += [
-            f"Deployed forms of the {LABELS[model]} (accuracy and latency measured in the runtime named; torch "
-            "figures of the int8 graphs: lowered to oneDNN int8 kernels at a static batch):",
+            f"Deployed forms of the {LABELS[model]} (accuracy measured in the runtime named; the torch "
+            "figures of the int8 graphs come from them lowered to oneDNN int8 kernels):",
             "",
-            "| file | runtime | accuracy | agreement with fp32 | size (KiB) | size vs fp32 | latency b1 (ms) | "
-            "latency b256 (ms) | torch b1 (ms) | torch b256 (ms) |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-            f"| fp32 weights | torch eager | {fp32['accuracy']:.4f} | 1.0000 | {fp32['size_bytes'] / 1024:.1f} | "
-            f"1.00x | {fp32['latency_ms_b1']:.3f} | {fp32['latency_ms_b256']:.3f} | | |",
+            "| file | runtime | accuracy | agreement with fp32 | size (KiB) | size vs fp32 |",
+            "|---|---|---:|---:|---:|---:|",
+            f"| fp32 weights | torch eager | {fp32['accuracy']:.4f} | 1.0000 | "
+            f"{fp32['size_bytes'] / 1024:.1f} | 1.00x |",
         ]
         for name in names:
             m = summary[name]
             label, runtime = deployed_label(name, model)
-            torch_b1 = f"{m['latency_torch_ms_b1']:.3f}" if "latency_torch_ms_b1" in m else ""
-            torch_b256 = f"{m['latency_torch_ms_b256']:.3f}" if "latency_torch_ms_b256" in m else ""
             lines.append(
                 f"| `{name}`: {label} | {runtime} | {m['accuracy']:.4f} | {m['agreement_fp32']:.4f} | "
-                f"{m['size_bytes'] / 1024:.1f} | {m['size_bytes'] / fp32['size_bytes']:.2f}x | "
-                f"{m['latency_ms_b1']:.3f} | {m['latency_ms_b256']:.3f} | {torch_b1} | {torch_b256} |"
+                f"{m['size_bytes'] / 1024:.1f} | {m['size_bytes'] / fp32['size_bytes']:.2f}x |"
             )
         lines.append("")
     return lines
 
 
+def render_latency(latency: dict[str, dict[str, float]], params: Params) -> str:
+    """reports/latency.md: CPU latency of every model and deployed file, in the runtime it ships in."""
+    rows = [
+        "| model or file | runtime | batch 1 (ms) | batch 256 (ms) | torch oneDNN, batch 1 (ms) | batch 256 (ms) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for key, m in latency.items():
+        base = next((s for s in STUDENT_KEYS if key.startswith(f"{s}_")), None)
+        label, runtime = deployed_label(key, base) if base else (LABELS.get(key, key.replace("/", " ")), "torch eager")
+        torch_b1 = f"{m['latency_torch_ms_b1']:.3f}" if "latency_torch_ms_b1" in m else ""
+        torch_b256 = f"{m['latency_torch_ms_b256']:.3f}" if "latency_torch_ms_b256" in m else ""
+        rows.append(
+            f"| {label} (`{key}`) | {runtime} | {m['latency_ms_b1']:.3f} | {m['latency_ms_b256']:.3f} | "
+            f"{torch_b1} | {torch_b256} |"
+        )
+    teacher, kd = latency["teacher"], latency["student_kd"]
+    return "\n".join(
+        [
+            "# kdflow latency",
+            "",
+            f"Median of {params.evaluate.latency_repeats} CPU runs with {params.evaluate.latency_threads} "
+            "thread(s), measured by the evaluate, export and quantize stages of this run. These are wall-clock "
+            "measurements: they move between identical runs and machines, so they are kept here and in "
+            "`metrics/timings/`, apart from the figures that identical runs reproduce to the byte.",
+            "",
+            *rows,
+            "",
+            f"The distilled student runs {teacher['latency_ms_b256'] / max(kd['latency_ms_b256'], 1e-9):.1f}x "
+            f"faster than the {teacher_label(params)} at batch 256.",
+            "",
+        ]
+    )
+
+
+def write_rows(params: Params, name: str, rows: dict[str, dict]) -> None:
+    """metrics/<name>.json: what a stage computed, the same bytes on every identical run;
+    metrics/timings/<name>.json: its latencies, which are measured and move from run to run."""
+    computed, measured = split_measured(rows)
+    write_json(params.paths.metrics / f"{name}.json", computed)
+    write_json(params.paths.metrics / "timings" / f"{name}.json", measured)
+
+
 def render_report(summary: dict[str, dict[str, float]], meta: dict, params: Params, synth_method: str | None) -> str:
     rows = [
-        "| model | accuracy | NLL | ECE | agreement | parameters | size (KiB) | latency b1 (ms) | latency b256 (ms) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | accuracy | NLL | ECE | agreement | parameters | size (KiB) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     members = [f"teacher/{name}" for name in params.teachers]
     shown = [*members, "teacher", *STUDENT_KEYS] if len(members) > 1 else ["teacher", *STUDENT_KEYS]
@@ -113,7 +152,7 @@ def render_report(summary: dict[str, dict[str, float]], meta: dict, params: Para
         label = teacher_label(params) if key == "teacher" else LABELS.get(key, key.replace("/", " "))
         rows.append(
             f"| {label} | {m['accuracy']:.4f} | {m['nll']:.4f} | {m['ece']:.4f} | {m['agreement']:.4f} | "
-            f"{m['params']:,} | {m['size_bytes'] / 1024:.1f} | {m['latency_ms_b1']:.3f} | {m['latency_ms_b256']:.3f} |"
+            f"{m['params']:,} | {m['size_bytes'] / 1024:.1f} |"
         )
     kd, scratch, teacher = summary["student_kd"], summary["student_scratch"], summary["teacher"]
     gain = (kd["accuracy"] - scratch["accuracy"]) * 100
@@ -141,12 +180,11 @@ def render_report(summary: dict[str, dict[str, float]], meta: dict, params: Para
             "",
             f"Distillation gain over the scratch student: **{gain:+.2f} points** of test accuracy; "
             f"the student has {teacher['params'] / kd['params']:.1f}x fewer parameters than the "
-            f"{teacher_label(params)} "
-            f"and runs {teacher['latency_ms_b256'] / max(kd['latency_ms_b256'], 1e-9):.1f}x faster at batch 256.",
+            f"{teacher_label(params)}. Latency of every model and file: [latency.md](latency.md) (wall-clock "
+            "measurements, kept apart from the figures above, which identical runs reproduce to the byte).",
             "",
             *render_deployed(summary),
-            f"Latency: median of {params.evaluate.latency_repeats} CPU runs with "
-            f"{params.evaluate.latency_threads} thread(s). ECE: {params.evaluate.ece_bins} equal-width bins.",
+            f"ECE: {params.evaluate.ece_bins} equal-width bins.",
             "",
             "![confusion matrices](../plots/confusion.png)",
             "",
@@ -245,14 +283,19 @@ def run(params: Params) -> None:
         "scratch_samples": (prepared.meta["sizes"]["transfer"] if params.transfer.labeled else 0)
         + (prepared.meta["sizes"]["teacher_train"] if params.transfer.include_teacher_train else 0),
     }
+    computed, latency = split_measured(summary)
+    write_json(paths.metrics / "timings" / "evaluate.json", latency)
     for name in DEPLOYED_FILES:  # rows of the files that ship, measured by the export and quantize stages
         if (paths.metrics / name).is_file():
-            summary.update(read_json(paths.metrics / name))
-    write_json(paths.metrics / "summary.json", summary)
-    write_text(paths.reports / "report.md", render_report(summary, prepared.meta, params, synth.get("method")))
+            computed.update(read_json(paths.metrics / name))
+        if (paths.metrics / "timings" / name).is_file():
+            latency.update(read_json(paths.metrics / "timings" / name))
+    write_json(paths.metrics / "summary.json", computed)
+    write_text(paths.reports / "report.md", render_report(computed, prepared.meta, params, synth.get("method")))
+    write_text(paths.reports / "latency.md", render_latency(latency, params))
 
-    kd, scratch = summary["student_kd"]["accuracy"], summary["student_scratch"]["accuracy"]
-    each = ", ".join(f"{name} {summary[f'teacher/{name}']['accuracy']:.4f}" for name in members)
+    kd, scratch = computed["student_kd"]["accuracy"], computed["student_scratch"]["accuracy"]
+    each = ", ".join(f"{name} {computed[f'teacher/{name}']['accuracy']:.4f}" for name in members)
     print(
         f"evaluate: teachers {each}; {teacher_label(params)} {summary['teacher']['accuracy']:.4f}, "
         f"scratch {scratch:.4f}, distilled {kd:.4f} ({(kd - scratch) * 100:+.2f} points) "

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import torch
 
-from kdcore.artifacts import write_json
 from kdcore.checkpoint import load_model_dir
 from kdcore.config import Params
 from kdcore.data.prepared import load_meta, load_split
@@ -21,7 +20,7 @@ from kdcore.evaluate.metrics import quality_metrics
 from kdcore.inference import predict_logits
 from kdcore.models.onnx import OnnxModel
 from kdcore.quantize.onnx_export import export_onnx, quantize_int8
-from kdcore.stages.evaluate import cost_metrics, teacher_of
+from kdcore.stages.evaluate import cost_metrics, teacher_of, write_rows
 from kdcore.stages.transfer_set import transfer_pool
 
 MAX_FP32_DIFF = 1e-3  # onnxruntime against torch on the same fp32 weights
@@ -61,4 +60,4 @@ def run(params: Params) -> None:
                 f"export: {name}: accuracy {row['accuracy']:.4f}, agreement with torch {row['agreement_fp32']:.4f}, "
                 f"{row['size_bytes']:,} bytes, {row['latency_ms_b256']:.3f} ms at batch 256 -> {path}"
             )
-    write_json(params.paths.metrics / "export.json", rows)
+    write_rows(params, "export", rows)

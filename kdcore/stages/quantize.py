@@ -27,7 +27,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kdcore.artifacts import write_json
 from kdcore.checkpoint import load_model_dir
 from kdcore.config import Params, TrainConfig
 from kdcore.data.prepared import load_meta, load_split
@@ -40,7 +39,7 @@ from kdcore.quantize.lowbit import check_groups, load_packed, ptq_lowbit, qat_lo
 from kdcore.quantize.onnx_export import export_onnx
 from kdcore.quantize.pt2e import Lowered, ptq_int8, qat_int8
 from kdcore.runtime import seed_everything
-from kdcore.stages.evaluate import cost_metrics, teacher_of
+from kdcore.stages.evaluate import cost_metrics, teacher_of, write_rows
 from kdcore.stages.student import load_views
 from kdcore.stages.transfer_set import transfer_pool
 from kdcore.training import fit
@@ -149,4 +148,4 @@ def run(params: Params) -> None:
                 f"{row['latency_ms_b256']:.3f} ms at batch 256"
             )
     rounded = {n: {k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()} for n, r in rows.items()}
-    write_json(params.paths.metrics / "quantize.json", rounded)
+    write_rows(params, "quantize", rounded)

@@ -26,7 +26,7 @@ from kdcore.losses import LOSSES
 from kdcore.models import build_model, count_params, require_file
 from kdcore.models.onnx import OnnxModel
 from kdcore.runtime import resolve_device, seed_everything
-from kdcore.stages.common import check_settings_for_kind, training_checkpoint
+from kdcore.stages.common import check_settings_for_kind, training_checkpoint, write_training_time
 from kdcore.training import ImageSet, fit
 
 
@@ -62,6 +62,7 @@ def train_one(params: Params, name: str) -> None:
         desc=f"teacher {name}",
     )
     out = params.paths.teachers / name
+    write_training_time(params, f"teacher_{name}", [history])
     save_model_dir(
         out,
         model.cpu(),
@@ -136,6 +137,7 @@ def use_as_is(params: Params, name: str) -> None:
     live = params.paths.live / "teachers" / name
     shutil.rmtree(live, ignore_errors=True)
     log_evaluation(live, accuracy)
+    write_training_time(params, f"teacher_{name}", [])  # not trained here
     print(
         f"teacher {name}: trained elsewhere ({cfg.origin}, {source}), {count_params(model):,} parameters, "
         f"used as it is; test accuracy {accuracy:.4f} -> {out}"

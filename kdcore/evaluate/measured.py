@@ -1,0 +1,32 @@
+"""Measured wall-clock figures (latencies, training seconds) kept apart from computed ones.
+
+What a run computes (accuracy, sizes, agreement) is the same bytes on every identical run; what it
+measures moves between runs and machines. Stages write the first to metrics/<name>.json and the
+second to metrics/timings/<name>.json, so only the files under metrics/timings/ (and
+reports/latency.md) differ between two identical `dvc repro -f` runs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+MEASURED = ("latency",)  # keys of wall-clock measurements
+
+
+def split_measured(rows: dict[str, dict]) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Each row's figures in two: what the run computed, and its wall-clock measurements."""
+    computed = {name: {k: v for k, v in row.items() if not k.startswith(MEASURED)} for name, row in rows.items()}
+    measured = {name: {k: v for k, v in row.items() if k.startswith(MEASURED)} for name, row in rows.items()}
+    return computed, {name: row for name, row in measured.items() if row}
+
+
+def read_rows(metrics: Path, name: str) -> dict[str, dict]:
+    """The rows of metrics/<name>.json with their measurements from metrics/timings/ merged back in
+    (`summary` takes its latencies from timings/evaluate.json)."""
+    rows = json.loads((metrics / f"{name}.json").read_text())
+    timings = metrics / "timings" / f"{'evaluate' if name == 'summary' else name}.json"
+    if timings.is_file():
+        for key, measured in json.loads(timings.read_text()).items():
+            rows.setdefault(key, {}).update(measured)
+    return rows
