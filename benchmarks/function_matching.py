@@ -1,10 +1,12 @@
 """Mixup / cutmix views against shifts alone, chosen on a validation split and confirmed on other seeds.
 
-    python benchmarks/function_matching.py [--spec benchmarks/function_matching.yaml] [--work .kdflow/views]
+    python benchmarks/function_matching.py [--spec benchmarks/function_matching.yaml] [--jobs 2]
 
-Writes reports/function_matching.csv (every run) and reports/function_matching.md. Runs go through
-the real stages (`python -m kdcore.sweep`), one at a time; finished runs are kept and not measured
-again. Gains are in points over the scratch student of the same run (same student, views, epochs).
+Writes reports/function_matching.csv (every run) and reports/function_matching.md. Each run is a DVC
+experiment of this project (`function_matching-<phase>-<variant>-s<seed>`, listed by `dvc exp show`),
+run by `--jobs` DVC queue workers; `--in-process` runs them one at a time through kdcore.sweep
+instead. Finished runs are kept and not measured again. Gains are in points over the scratch student
+of the same run (same student, views, epochs).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.runs import RunTable, measure  # noqa: E402
+from benchmarks.runs import RunTable, measure, measure_queued  # noqa: E402
 from kdcore.artifacts import write_text  # noqa: E402
 
 
@@ -73,29 +75,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     parser.add_argument("--work", type=Path, default=ROOT / ".kdflow" / "views")
     parser.add_argument("--reports", type=Path, default=ROOT / "reports")
+    parser.add_argument("--jobs", type=int, default=1, help="DVC queue workers at once")
+    parser.add_argument("--in-process", action="store_true", help="kdcore.sweep, one run at a time, in --work")
     args = parser.parse_args(argv)
     spec = yaml.safe_load(args.spec.read_text())
     table = RunTable(args.reports / "function_matching.csv")
     work = args.work.resolve()
 
-    def run(phase: str, variant: dict, seed: int) -> None:
-        key = f"{phase}-{variant['name']}"
-        if table.has(key, seed):
+    def run(phase: str, variants: list[dict], seeds: list[int]) -> None:
+        """Every (variant, seed) of a phase not in the table yet: variant by variant, so that parallel
+        workers start on different seeds and later variants find their teacher in the run cache."""
+        todo = [
+            (f"{phase}-{v['name']}", {**(spec[phase].get("set") or {}), **(v.get("set") or {})}, seed,
+             {"phase": phase, "variant": v["name"]})
+            for v in variants
+            for seed in seeds
+            if not table.has(f"{phase}-{v['name']}", seed)
+        ]  # fmt: skip
+        if not args.in_process:
+            for row in measure_queued(todo, args.spec.stem, args.jobs, args.params):
+                table.add(row)
             return
-        overrides = {**(spec[phase].get("set") or {}), **(variant.get("set") or {})}
-        print(f"function matching: {key} seed {seed}", flush=True)
-        table.add(measure(key, overrides, seed, work, args.params, phase=phase, variant=variant["name"]))
+        for key, overrides, seed, extra in todo:
+            print(f"function matching: {key} seed {seed}", flush=True)
+            table.add(measure(key, overrides, seed, work, args.params, **extra))
 
-    for seed in spec["choose"]["seeds"]:
-        for variant in spec["variants"]:
-            run("choose", variant, seed)
+    run("choose", spec["variants"], spec["choose"]["seeds"])
     names = [v["name"] for v in spec["variants"]]
     best = max(names, key=lambda n: mean_gain(table.rows, n, "choose", "val_accuracy", "val_scratch_accuracy")[0])
     print(f"function matching: chosen on the validation split: {best}", flush=True)
-    for seed in spec["confirm"]["seeds"]:
-        for variant in spec["variants"]:
-            if variant["name"] in ("shifts", best):
-                run("confirm", variant, seed)
+    run("confirm", [v for v in spec["variants"] if v["name"] in ("shifts", best)], spec["confirm"]["seeds"])
     write_text(args.reports / "function_matching.md", render(table.rows, spec, best))
     print(f"function matching: -> {args.reports / 'function_matching.md'}")
     return 0

@@ -1,9 +1,11 @@
-"""What the benchmark scripts share: one (run, seed) through the real stages in its own process, and
-a CSV of finished runs that makes a rerun measure only what is missing."""
+"""What the benchmark scripts share: runs through the real stages, as DVC experiments
+(`measure_queued`) or one at a time in their own process (`measure`, kdcore.sweep), and a CSV of
+finished runs that makes a rerun measure only what is missing."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -42,6 +44,32 @@ def measure(
             raise SystemExit(f"{key} seed {seed} failed (exit {result.returncode}): {reason}")
         row = json.loads(row_file.read_text())
     return {**row, "key": key, "device": device, "synth_device": synth_device or device, **extra}
+
+
+def measure_queued(
+    runs: list[tuple[str, dict, int, dict]], prefix: str, jobs: int, params: Path = ROOT / "params.yaml"
+) -> list[dict]:
+    """Each (key, overrides, seed, extra) as the DVC experiment `<prefix>-<key>-s<seed>` of this
+    project: queued (`dvc exp run --queue`), run by `jobs` DVC queue workers, read back from
+    `dvc exp show`; experiments that finished on this commit are not run again. Rows in order,
+    each with `key` and `extra` added; a run that failed stops the benchmark with its error line."""
+    from kdcore.config import read_yaml
+    from tasks.experiments import experiment_row, failure_line, finished_experiments, queue_experiments, run_queue
+
+    def name_of(key: str, seed: int) -> str:
+        return re.sub(r"[^A-Za-z0-9_-]+", "-", f"{prefix}-{key}-s{seed}")
+
+    base = read_yaml(params.read_text(), source=str(params))
+    named = [(name_of(key, seed), {**overrides, "seed": seed}) for key, overrides, seed, _ in runs]
+    queue_experiments(ROOT, base, named)
+    run_queue(ROOT, [name for name, _ in named], jobs)
+    finished = finished_experiments(ROOT)
+    rows = []
+    for (name, _), (key, _, _, extra) in zip(named, runs, strict=True):
+        if name not in finished:
+            raise SystemExit(f"{name} failed: {failure_line(ROOT, name)}")
+        rows.append({**experiment_row(finished[name], key), "key": key, "device": "cpu", **extra})
+    return rows
 
 
 class RunTable:
