@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -35,10 +36,18 @@ def test_report_prints_the_metrics_table(tmp_path: Path, capsys) -> None:
     raw = tiny_raw(tmp_path)
     write_params(tmp_path / "params.yaml", raw)
     (tmp_path / "metrics").mkdir()
-    (tmp_path / "metrics" / "summary.json").write_text('{"student_kd": {"accuracy": 0.95, "ece": 0.01}}')
+    (tmp_path / "metrics" / "summary.json").write_text(
+        '{"student_kd": {"accuracy": 0.95, "ece": 0.01}, "student_kd_int8_pt2e": {"accuracy": 0.94}}'
+    )
+    # the measured latencies live apart, one file per stage; the table merges them back
+    (tmp_path / "metrics" / "timings").mkdir()
+    (tmp_path / "metrics" / "timings" / "evaluate.json").write_text('{"student_kd": {"latency_ms_b1": 0.0271}}')
+    (tmp_path / "metrics" / "timings" / "quantize.json").write_text(
+        '{"student_kd_int8_pt2e": {"latency_ms_b1": 0.0383}}'
+    )
     assert main(["report", "--metrics", "--params", str(tmp_path / "params.yaml")]) == 0
     out = capsys.readouterr().out
-    assert "student_kd" in out and "0.95" in out
+    assert "student_kd" in out and "0.95" in out and "0.0271" in out and "0.0383" in out
 
 
 def test_stage_runs_kdcore_with_its_arguments(tmp_path: Path, capsys) -> None:
@@ -58,3 +67,16 @@ def test_the_console_script_is_installed() -> None:
     assert script.is_file(), "pip install -e . installs the kdflow console script"
     out = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "kdflow check" in out.stdout
+
+
+def test_measured_figures_split_off_and_merge_back(tmp_path: Path) -> None:
+    from kdcore.evaluate.measured import read_rows, split_measured
+
+    rows = {"a": {"accuracy": 0.9, "latency_ms_b1": 0.1, "latency_torch_ms_b1": 0.2}, "b": {"accuracy": 0.8}}
+    computed, measured = split_measured(rows)
+    assert computed == {"a": {"accuracy": 0.9}, "b": {"accuracy": 0.8}}
+    assert measured == {"a": {"latency_ms_b1": 0.1, "latency_torch_ms_b1": 0.2}}  # rows without any: left out
+    (tmp_path / "timings").mkdir()
+    (tmp_path / "export.json").write_text(json.dumps(computed))
+    (tmp_path / "timings" / "export.json").write_text(json.dumps(measured))
+    assert read_rows(tmp_path, "export") == rows

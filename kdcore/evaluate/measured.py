@@ -23,10 +23,12 @@ def split_measured(rows: dict[str, dict]) -> tuple[dict[str, dict], dict[str, di
 
 def read_rows(metrics: Path, name: str) -> dict[str, dict]:
     """The rows of metrics/<name>.json with their measurements from metrics/timings/ merged back in
-    (`summary` takes its latencies from timings/evaluate.json)."""
+    (`summary`, which holds evaluate's rows and the deployed files', takes the latencies of all three)."""
     rows = json.loads((metrics / f"{name}.json").read_text())
-    timings = metrics / "timings" / f"{'evaluate' if name == 'summary' else name}.json"
-    if timings.is_file():
-        for key, measured in json.loads(timings.read_text()).items():
-            rows.setdefault(key, {}).update(measured)
+    for stage in ("evaluate", "export", "quantize") if name == "summary" else (name,):
+        timings = metrics / "timings" / f"{stage}.json"
+        if timings.is_file():
+            for key, measured in json.loads(timings.read_text()).items():
+                if key in rows:
+                    rows[key].update(measured)
     return rows
