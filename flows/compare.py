@@ -27,7 +27,7 @@ from prefect import flow  # noqa: E402
 
 from flows.cli import run_flow  # noqa: E402
 from kdcore.artifacts import atomic_path, write_text  # noqa: E402
-from kdcore.config import load_params, read_yaml  # noqa: E402
+from kdcore.config import load_params, parse_params, read_yaml  # noqa: E402
 from kdcore.errors import ConfigError, KdflowError  # noqa: E402
 from kdcore.methods_report import render_methods_report, save_methods_png  # noqa: E402
 from tasks.experiments import (  # noqa: E402
@@ -70,6 +70,20 @@ def experiment_plan(chosen: list[dict], seeds: list[int], spec: Path) -> list[tu
     ]
 
 
+def check_plan(base: dict, planned: list[tuple[str, str, dict, int]]) -> None:
+    """Every experiment's params validated before anything is queued: ConfigError naming the
+    experiment and the key (a queued experiment would fail only when its turn came)."""
+    import copy
+
+    from kdcore.sweep import set_dotted
+
+    for name, _, overrides, _ in planned:
+        raw = copy.deepcopy(base)
+        for dotted, value in overrides.items():
+            set_dotted(raw, dotted, value)
+        parse_params(raw, source=f"experiment {name}")
+
+
 @flow(name="kdflow-methods", log_prints=True)
 def compare_methods(
     spec: str = "benchmarks/methods.yaml",
@@ -87,6 +101,7 @@ def compare_methods(
     params = load_params(params_file)
     base = read_yaml(params_file.read_text(), source=str(params_file))
     planned = experiment_plan(chosen, list(seeds), Path(spec))
+    check_plan(base, planned)
     workers = jobs or params.orchestration.parallel
     queue_task(str(root), base, [(name, overrides) for name, _, overrides, _ in planned])
     states = run_queue_task(str(root), [name for name, *_ in planned], workers)
@@ -131,8 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reports", default="reports")
     args = parser.parse_args(argv)
     try:
-        load_spec(Path(args.spec), args.methods)
+        chosen, _ = load_spec(Path(args.spec), args.methods)
         load_params(Path(args.repo) / "params.yaml")
+        params_file = Path(args.repo) / "params.yaml"
+        base = read_yaml(params_file.read_text(), source=str(params_file))
+        check_plan(base, experiment_plan(chosen, args.seeds, Path(args.spec)))
+        if args.jobs is not None and args.jobs < 1:
+            raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
     except KdflowError as err:
         print(f"kdflow compare: error: {err}", file=sys.stderr)
         return err.exit_code

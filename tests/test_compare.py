@@ -153,3 +153,10 @@ def test_hydra_overrides_give_each_method_exactly_its_params(tmp_path) -> None:
         assert read_yaml(target.read_text()) == expected, name
     born_again = next(o for n, _, o, _ in plans if n == "methods-conv_born_again-s3")
     assert sorted(born_again["teachers"]) == ["conv"]
+
+
+def test_compare_cli_rejects_a_misspelt_key_of_a_method_before_queueing(tmp_path) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("methods:\n  - name: hot\n    set: {distill.temprature: 8.0}\n")
+    line = cli_error("flows.compare", "--spec", str(spec), "--seeds", "0")
+    assert "experiment bad-hot-s0" in line and "temprature" in line
