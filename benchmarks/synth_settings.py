@@ -7,10 +7,10 @@ stages (`python -m kdcore.sweep`); finished runs are kept and not measured again
 runs of a phase go N at a time once each seed's teacher exists (its first run trains it), so the
 synthesis times of parallel runs are not comparable with benchmarks/datafree.py's.
 
-The choice may screen (`choose.screen: {seeds, keep}`): every variant runs on the screening seeds,
-and only the `keep` best by validation accuracy run on the other seeds of `choose.seeds`; the choice
-is the best mean over all of them. Rows are kept per synthesis device: runs whose synthesis ran on
-another device stay in the CSV but take no part in the choice or the report.
+A phase may set its own budget (`set: {synth.images: N}`): DeepInversion optimises its images in
+independent blocks of `batch_size`, so the settings act on each block alike and a smaller pool
+compares them at a fraction of the cost. A run counts for a phase only if its synthesis ran on this
+run's synthesis device with the phase's image budget; other rows stay in the CSV and take no part.
 """
 
 from __future__ import annotations
@@ -32,11 +32,9 @@ from benchmarks.runs import RunTable, measure  # noqa: E402
 from kdcore.artifacts import write_text  # noqa: E402
 
 
-def mean_of(rows, variant: str, phase: str, column: str, seeds: list[int] | None = None) -> tuple[float, list[float]]:
-    """Mean and per-seed values in points (over `seeds` if given); the mean is NaN (never chosen) if a seed failed."""
+def mean_of(rows, variant: str, phase: str, column: str) -> tuple[float, list[float]]:
+    """Mean and per-seed values in points; the mean is NaN (never chosen) if a seed failed."""
     chosen = rows[(rows["variant"] == variant) & (rows["phase"] == phase)].sort_values("seed")
-    if seeds is not None:
-        chosen = chosen[chosen["seed"].isin(seeds)]
     values = (chosen[column] * 100).round(2).tolist()
     return (sum(values) / len(values) if values else float("nan")), values
 
@@ -52,56 +50,43 @@ def failures(rows, variant: str, phase: str) -> str:
     )
 
 
-def on_device(rows, synth_device: str):
-    """The rows whose synthesis ran on `synth_device` (all rows of a table that predates the column)."""
+def images_of(spec: dict, phase: str) -> int:
+    return int({**spec["base"], **(spec[phase].get("set") or {})}["synth.images"])
+
+
+def current(rows, spec: dict, synth_device: str):
+    """The rows that count: synthesis on `synth_device` with their phase's image budget."""
     if not len(rows) or "synth_device" not in rows:
         return rows
-    return rows[rows["synth_device"].fillna(synth_device) == synth_device]
-
-
-def screened(rows, names: list[str], screen: dict | None) -> list[str]:
-    """The variants that go on past the screen: the `keep` best by mean validation accuracy on its
-    seeds (a variant with a failed seed never goes on); all of them without a screen."""
-    if not screen:
-        return names
-    scores = {n: mean_of(rows, n, "choose", "val_accuracy", screen["seeds"])[0] for n in names}
-    ranked = sorted((n for n in names if scores[n] == scores[n]), key=scores.get, reverse=True)  # NaN: failed
-    return ranked[: screen["keep"]]
+    budget = rows["phase"].map(lambda phase: images_of(spec, phase) if phase in ("choose", "confirm") else -1)
+    return rows[(rows["synth_device"] == synth_device) & (rows["synth_images"] == budget)]
 
 
 def render(rows, spec: dict, best: str, device: str, synth_device: str) -> str:
     labels = {v["name"]: v["label"] for v in spec["variants"]}
     shipped = spec["variants"][0]["name"]
     choose, confirm = spec["choose"]["seeds"], spec["confirm"]["seeds"]
-    images, steps = spec["base"]["synth.images"], spec["base"]["synth.steps"]
-    screen = spec["choose"].get("screen")
-    survivors = screened(rows, list(labels), screen)
+    steps = spec["base"]["synth.steps"]
+    images = {phase: images_of(spec, phase) for phase in ("choose", "confirm")}
     lines = [
         "# DeepInversion settings: chosen on a validation split",
         "",
         "Made by `python benchmarks/synth_settings.py` (`benchmarks/synth_settings.yaml`); every run in "
         f"[synth_settings.csv](synth_settings.csv); synthesis on `{synth_device}`, the other stages on `{device}`. "
         "Default teacher, MLP student, "
-        f"{images:,} synthetic images x {steps} steps, KD only (T=4): the student sees no real image; real "
+        f"DeepInversion {steps} steps per image, KD only (T=4): the student sees no real image; real "
         "digits only score it.",
         "",
-        f"## 1. Choice on the validation split (seeds {', '.join(map(str, choose))}; teacher split 2,500, "
-        "validation 500)",
+        f"## 1. Choice on the validation split (seeds {', '.join(map(str, choose))}; {images['choose']:,} "
+        "synthetic images; teacher split 2,500, validation 500)",
         "",
         "| setting | validation accuracy (mean) | per seed | test accuracy (not used to choose) |",
         "|---|---:|---|---:|",
     ]
-    if screen:
-        lines[-2:-2] = [
-            f"Every setting ran on seed(s) {', '.join(map(str, screen['seeds']))}; the {screen['keep']} best by "
-            "validation accuracy went on to the other seeds, and the best mean over all of them is chosen. "
-            "A screened-out setting's mean is over the screening seeds only.",
-            "",
-        ]
     for name in labels:
         val, per_seed = mean_of(rows, name, "choose", "val_accuracy")
         test, _ = mean_of(rows, name, "choose", "accuracy")
-        mark = " (chosen)" if name == best else "" if name in survivors else " (screened out)"
+        mark = " (chosen)" if name == best else ""
         if failed := failures(rows, name, "choose"):
             lines.append(f"| {labels[name]} | failed | {failed} | |")
             continue
@@ -111,7 +96,8 @@ def render(rows, spec: dict, best: str, device: str, synth_device: str) -> str:
         lines += [f"- {v['label']}: {v['reason']}." for v in spec["excluded"]]
     lines += [
         "",
-        f"## 2. Confirmation on seeds {', '.join(map(str, confirm))} (shipped splits, test accuracy)",
+        f"## 2. Confirmation on seeds {', '.join(map(str, confirm))} ({images['confirm']:,} synthetic images, "
+        "the shipped budget; shipped splits, test accuracy)",
         "",
         "| setting | test accuracy (mean) | per seed | gain over scratch (points) |",
         "|---|---:|---|---:|",
@@ -144,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     synth_device = args.synth_device or args.device
 
     def rows():
-        return on_device(table.rows, synth_device)
+        return current(table.rows, spec, synth_device)
 
     def run(phase: str, variant: dict, seed: int) -> None:
         key = f"{phase}-{variant['name']}"
@@ -158,32 +144,22 @@ def main(argv: list[str] | None = None) -> int:
         try:
             row = measure(key, overrides, seed, work, args.params, args.device, args.synth_device, **tags)
         except SystemExit as failed:  # a setting whose pool fails its checks is a result too
-            row = {"key": key, "seed": seed, **tags, "synth_device": synth_device, "failed": str(failed)}
+            row = {"key": key, "seed": seed, **tags, "synth_device": synth_device,
+                   "synth_images": overrides["synth.images"], "failed": str(failed)}  # fmt: skip
         with lock:
             table.add(row)
 
-    def run_phase(phase: str, variants: list[dict], seeds: list[int] | None = None) -> None:
-        seeds = spec[phase]["seeds"] if seeds is None else seeds
-        if not variants or not seeds:
-            return
+    def run_phase(phase: str, variants: list[dict]) -> None:
+        seeds = spec[phase]["seeds"]
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # first run of a seed trains its teacher
             list(pool.map(lambda seed: run(phase, variants[0], seed), seeds))
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             list(pool.map(lambda job: run(phase, *job), [(v, s) for s in seeds for v in variants[1:]]))
 
+    run_phase("choose", spec["variants"])
     names = [v["name"] for v in spec["variants"]]
-    screen = spec["choose"].get("screen")
-    if screen:
-        run_phase("choose", spec["variants"], screen["seeds"])
-        kept = screened(rows(), names, screen)
-        print(f"synth settings: past the screen on seeds {screen['seeds']}: {', '.join(kept)}", flush=True)
-        rest = [s for s in spec["choose"]["seeds"] if s not in screen["seeds"]]
-        run_phase("choose", [v for v in spec["variants"] if v["name"] in kept], rest)
-    else:
-        kept = names
-        run_phase("choose", spec["variants"])
-    scores = {n: mean_of(rows(), n, "choose", "val_accuracy")[0] for n in kept}
-    best = max((n for n in kept if scores[n] == scores[n]), key=scores.get)  # NaN: a seed failed
+    scores = {n: mean_of(rows(), n, "choose", "val_accuracy")[0] for n in names}
+    best = max((n for n in names if scores[n] == scores[n]), key=scores.get)  # NaN: a seed failed
     print(f"synth settings: chosen on the validation split: {best}", flush=True)
     if not args.choose_only:
         run_phase("confirm", [v for v in spec["variants"] if v["name"] in (names[0], best)])
