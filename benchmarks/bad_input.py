@@ -90,6 +90,7 @@ PARAMS_CASES: list[tuple[str, Callable]] = [
     ("no teachers", lambda r: setp(r, "teachers", {})),
     ("unknown transfer.mix", lambda r: setp(r, "transfer.mix", "cutout")),
     ("synth.teacher not in teachers", lambda r: setp(r, "synth.teacher", "big")),
+    ("exclude_classes names a class the data lacks", lambda r: setp(r, "transfer.exclude_classes", ["eleven"])),
     ("low-bit bits 9", lambda r: setp(r, "quantize.low_bit.bits", 9)),
     ("lifelong method unknown", lambda r: setp(r, "lifelong.method", "ewc")),
     ("lifelong gate max_drop 2", lambda r: setp(r, "lifelong.gate.max_drop", 2)),

@@ -26,6 +26,21 @@ def test_check_names_the_bad_key_in_one_line_and_writes_nothing(tmp_path: Path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 
+def test_an_unknown_class_in_params_stops_before_any_stage(tmp_path: Path, capsys) -> None:
+    """`transfer.exclude_classes` names classes of the data: checked by `kdflow check` and by the
+    check_params stage DVC runs first, not by build_transfer after DVC has removed its outputs."""
+    write_params(tmp_path / "params.yaml", tiny_raw(tmp_path, transfer__exclude_classes=[3, "eleven"]))
+    assert main(["check", "--params", str(tmp_path / "params.yaml")]) == 2
+    expected = "transfer.exclude_classes: unknown class 'eleven'; classes: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9"
+    assert capsys.readouterr().err.strip() == f"kdflow check: error: {expected}"
+    stage = subprocess.run([sys.executable, "-m", "kdcore", "check_params", "--params", "params.yaml"],
+                           cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
+    assert stage.returncode == 2 and stage.stderr.strip() == f"kdflow check_params: error: {expected}", stage.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # no marker: no stage after it runs
+    write_params(tmp_path / "params.yaml", tiny_raw(tmp_path, transfer__exclude_classes=[3]))
+    assert main(["check", "--params", str(tmp_path / "params.yaml")]) == 0
+
+
 def test_report_without_a_run_says_what_to_do(tmp_path: Path, capsys) -> None:
     write_params(tmp_path / "params.yaml", tiny_raw(tmp_path))
     assert main(["report", "--params", str(tmp_path / "params.yaml")]) == 2

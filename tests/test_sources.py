@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from kdcore.data.sources import load_source, read_idx
+from kdcore.data.sources import class_names, load_source, read_idx
 from kdcore.errors import DataError
 
 
@@ -130,3 +130,17 @@ def test_imagefolder_errors(tmp_path: Path) -> None:
     (tmp_path / "a" / "9.png").unlink()
     with pytest.raises(DataError, match="empty: class directory holds no images"):
         load_source("imagefolder", tmp_path, image_size=4)
+
+
+def test_class_names_without_decoding_images_match_the_loaders(tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 3, 3), np.uint8), y=np.array([7, 2, 7, 2]))
+    (tmp_path / "idx").mkdir()
+    write_idx(tmp_path / "idx" / "train-images-idx3-ubyte", np.zeros((3, 4, 4)))
+    write_idx(tmp_path / "idx" / "train-labels-idx1-ubyte", np.array([4, 1, 4]))
+    make_folder(tmp_path / "folder", {"zebra": (4, 4), "ant": (4, 4)})
+    cases = [("npz", tmp_path / "d.npz", ["2", "7"]), ("idx", tmp_path / "idx", ["1", "4"]),
+             ("imagefolder", tmp_path / "folder", ["ant", "zebra"]), ("digits", None, [str(i) for i in range(10)])]  # fmt: skip
+    for source, path, names in cases:
+        assert class_names(source, path) == load_source(source, path).class_names == names, source
+    with pytest.raises(DataError, match="cannot read its labels"):
+        class_names("npz", tmp_path / "idx" / "train-labels-idx1-ubyte")

@@ -50,6 +50,30 @@ def load_source(source: str, path: Path | None = None, image_size: int | None = 
     return SOURCES.get(source)(path=path, image_size=image_size, channels=channels)
 
 
+def class_names(source: str, path: Path | None = None) -> list[str]:
+    """The class names `load_source` would give, read without decoding images where the format allows
+    (npz: the `y` array; idx: the label files; imagefolder: the class directories), so params that
+    name classes can be checked before any stage runs."""
+    if source == "npz":
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                labels = np.asarray(archive["y"])
+        except Exception as err:  # noqa: BLE001 - prepare reports the file's defect in full
+            raise DataError(f"data.path {path}: cannot read its labels ({err})") from None
+        return _index_labels(labels, str(path))[1]
+    if source == "idx":
+        files = sorted(p for p in Path(path).glob("*-labels-idx*"))
+        if not files:
+            raise DataError(f"data.path {path}: no '*-labels-idx*' file found")
+        return _index_labels(np.concatenate([read_idx(f) for f in files]), str(path))[1]
+    if source == "imagefolder":
+        dirs = sorted(p.name for p in Path(path).iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not dirs:
+            raise DataError(f"data.path {path}: no class subdirectories")
+        return dirs
+    return load_source(source, path).class_names  # bundled data: small
+
+
 def _index_labels(values: np.ndarray, where: str) -> tuple[torch.Tensor, list[str]]:
     """Maps arbitrary integer labels to 0..K-1 (sorted), keeping the originals as class names."""
     if values.ndim != 1:
