@@ -348,21 +348,26 @@ def write_report(before_csv: Path, after_csv: Path) -> int:
     import pandas as pd
 
     before, after = pd.read_csv(before_csv).fillna(""), pd.read_csv(after_csv).fillna("")
-    both = before.merge(after, on=["kind", "case", "stage"], suffixes=("_before", "_after"))
+    both = before.merge(after, on=["kind", "case", "stage"], how="right", suffixes=("_before", "_after"), indicator=True)
+    both = both.rename(columns={"_merge": "origin"})
+    new = both["origin"] == "right_only"  # cases added after the before run: no before figure
     lines = ["# Bad parameters and broken data: before and after", "",
              f"Made by `python benchmarks/bad_input.py` with the code before ({before_csv.name}) and after "
              f"({after_csv.name}) the fix; each case runs `python -m kdcore <stage>` on a params file of its own. "
              "A case is clear when it exits with status 2 or 3 and one line on stderr, no traceback; "
-             "`files` counts files the failed command wrote.", "",
+             "`files` counts files the failed command wrote. Cases added after the before run have no before "
+             "figure (—).", "",
              "| kind | cases | one clear line before | after |", "|---|---:|---:|---:|"]  # fmt: skip
     for kind in ("params", "data", "model file"):
-        part = both[both.kind == kind]
-        lines.append(f"| {kind} | {len(part)} | {int(part.one_clear_line_before.sum())} | "
+        part, old = both[both.kind == kind], both[(both.kind == kind) & ~new]
+        added = f" (of {len(old)}; {len(part) - len(old)} added later)" if len(part) > len(old) else ""
+        lines.append(f"| {kind} | {len(part)} | {int(old.one_clear_line_before.astype(bool).sum())}{added} | "
                      f"{int(part.one_clear_line_after.sum())} |")  # fmt: skip
     lines += ["", "| case | stage | before: exit, lines, last line | after: exit, files, line |", "|---|---|---|---|"]
     for r in both.itertuples():
         cell = lambda text: str(text).replace("|", "/")[:160]  # noqa: E731
-        lines.append(f"| {r.case} | {r.stage} | {r.exit_before}, {r.stderr_lines_before}: {cell(r.last_line_before)} | "
+        was = "—" if r.origin == "right_only" else f"{r.exit_before}, {r.stderr_lines_before}: {cell(r.last_line_before)}"
+        lines.append(f"| {r.case} | {r.stage} | {was} | "
                      f"{r.exit_after}, {r.files_written_after}: {cell(r.last_line_after)} |")  # fmt: skip
     out = after_csv.with_suffix(".md")
     out.write_text("\n".join(lines) + "\n")
