@@ -68,17 +68,18 @@ def render(rows, spec: dict, best: str, device: str, synth_device: str) -> str:
     choose, confirm = spec["choose"]["seeds"], spec["confirm"]["seeds"]
     steps = spec["base"]["synth.steps"]
     images = {phase: images_of(spec, phase) for phase in ("choose", "confirm")}
+    splits = spec["choose"]["set"]["data.splits"]
     lines = [
         "# DeepInversion settings: chosen on a validation split",
         "",
-        "Made by `python benchmarks/synth_settings.py` (`benchmarks/synth_settings.yaml`); every run in "
+        "Made by `python benchmarks/synth_settings.py --jobs 2` (`benchmarks/synth_settings.yaml`); every run in "
         f"[synth_settings.csv](synth_settings.csv); synthesis on `{synth_device}`, the other stages on `{device}`. "
         "Default teacher, MLP student, "
         f"DeepInversion {steps} steps per image, KD only (T=4): the student sees no real image; real "
         "digits only score it.",
         "",
         f"## 1. Choice on the validation split (seeds {', '.join(map(str, choose))}; {images['choose']:,} "
-        "synthetic images; teacher split 2,500, validation 500)",
+        f"synthetic images; teacher split {splits['teacher_train']:,}, validation {splits['validation']:,})",
         "",
         "| setting | validation accuracy (mean) | per seed | test accuracy (not used to choose) |",
         "|---|---:|---|---:|",
@@ -91,6 +92,13 @@ def render(rows, spec: dict, best: str, device: str, synth_device: str) -> str:
             lines.append(f"| {labels[name]} | failed | {failed} | |")
             continue
         lines.append(f"| {labels[name]}{mark} | {val:.2f}% | {', '.join(f'{v:.1f}' for v in per_seed)} | {test:.2f}% |")
+    scored = rows[(rows["phase"] == "choose") & rows["val_accuracy"].notna()] if len(rows) else rows
+    if len(scored):
+        p, n = scored["val_accuracy"].mean(), splits["validation"]
+        se = (p * (1 - p) / n) ** 0.5 * 100
+        lines += ["", f"Sampling error of the validation split alone ({n} digits, accuracy near {p:.0%}): "
+                      f"{se:.1f} points for one seed, {se / len(choose) ** 0.5:.1f} for a mean of {len(choose)} "
+                      "seeds; differences below that are not evidence."]  # fmt: skip
     if spec.get("excluded"):
         lines += ["", "Left out of the search:"]
         lines += [f"- {v['label']}: {v['reason']}." for v in spec["excluded"]]
