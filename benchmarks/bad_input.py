@@ -348,7 +348,8 @@ def write_report(before_csv: Path, after_csv: Path) -> int:
     import pandas as pd
 
     before, after = pd.read_csv(before_csv).fillna(""), pd.read_csv(after_csv).fillna("")
-    both = before.merge(after, on=["kind", "case", "stage"], how="right", suffixes=("_before", "_after"), indicator=True)
+    keys = ["kind", "case", "stage"]
+    both = before.merge(after, on=keys, how="right", suffixes=("_before", "_after"), indicator=True)
     both = both.rename(columns={"_merge": "origin"})
     new = both["origin"] == "right_only"  # cases added after the before run: no before figure
     lines = ["# Bad parameters and broken data: before and after", "",
@@ -366,7 +367,8 @@ def write_report(before_csv: Path, after_csv: Path) -> int:
     lines += ["", "| case | stage | before: exit, lines, last line | after: exit, files, line |", "|---|---|---|---|"]
     for r in both.itertuples():
         cell = lambda text: str(text).replace("|", "/")[:160]  # noqa: E731
-        was = "—" if r.origin == "right_only" else f"{r.exit_before}, {r.stderr_lines_before}: {cell(r.last_line_before)}"
+        was = f"{r.exit_before}, {r.stderr_lines_before}: {cell(r.last_line_before)}"
+        was = "—" if r.origin == "right_only" else was
         lines.append(f"| {r.case} | {r.stage} | {was} | "
                      f"{r.exit_after}, {r.files_written_after}: {cell(r.last_line_after)} |")  # fmt: skip
     out = after_csv.with_suffix(".md")

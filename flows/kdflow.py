@@ -40,7 +40,6 @@ def _tool(cmd: list[str]) -> int:
 def _check(args: argparse.Namespace) -> int:
     from kdcore.config import load_params
     from kdcore.errors import KdflowError
-
     from kdcore.stages.check_params import check_against_data
 
     try:

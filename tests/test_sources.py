@@ -138,8 +138,12 @@ def test_class_names_without_decoding_images_match_the_loaders(tmp_path: Path) -
     write_idx(tmp_path / "idx" / "train-images-idx3-ubyte", np.zeros((3, 4, 4)))
     write_idx(tmp_path / "idx" / "train-labels-idx1-ubyte", np.array([4, 1, 4]))
     make_folder(tmp_path / "folder", {"zebra": (4, 4), "ant": (4, 4)})
-    cases = [("npz", tmp_path / "d.npz", ["2", "7"]), ("idx", tmp_path / "idx", ["1", "4"]),
-             ("imagefolder", tmp_path / "folder", ["ant", "zebra"]), ("digits", None, [str(i) for i in range(10)])]  # fmt: skip
+    cases = [
+        ("npz", tmp_path / "d.npz", ["2", "7"]),
+        ("idx", tmp_path / "idx", ["1", "4"]),
+        ("imagefolder", tmp_path / "folder", ["ant", "zebra"]),
+        ("digits", None, [str(i) for i in range(10)]),
+    ]
     for source, path, names in cases:
         assert class_names(source, path) == load_source(source, path).class_names == names, source
     with pytest.raises(DataError, match="cannot read its labels"):
