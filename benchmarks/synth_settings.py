@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import statistics
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -107,7 +108,7 @@ def render(rows, spec: dict, best: str, device: str, synth_device: str) -> str:
         f"## 2. Confirmation on seeds {', '.join(map(str, confirm))} ({images['confirm']:,} synthetic images, "
         "the shipped budget; shipped splits, test accuracy)",
         "",
-        "| setting | test accuracy (mean) | per seed | gain over scratch (points) |",
+        "| setting | test accuracy (mean ± sd) | per seed | gain over scratch (points) |",
         "|---|---:|---|---:|",
     ]
     for name in dict.fromkeys([shipped, best]):
@@ -116,7 +117,12 @@ def render(rows, spec: dict, best: str, device: str, synth_device: str) -> str:
         if not per_seed:
             lines.append(f"| {labels[name]} | not run yet | | |")
             continue
-        lines.append(f"| {labels[name]} | {test:.2f}% | {', '.join(f'{v:.1f}' for v in per_seed)} | {gain:+.2f} |")
+        spread = f" ± {statistics.stdev(per_seed):.2f}" if len(per_seed) > 1 else ""
+        lines.append(
+            f"| {labels[name]} | {test:.2f}%{spread} | {', '.join(f'{v:.1f}' for v in per_seed)} | {gain:+.2f} |"
+        )
+    if spec.get("notes"):
+        lines += ["", "## Notes", "", *[f"- {note.strip()}" for note in spec["notes"]]]
     return "\n".join(lines) + "\n"
 
 
