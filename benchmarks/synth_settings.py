@@ -1,4 +1,5 @@
-"""DeepInversion settings chosen on a validation split and confirmed on other seeds.
+"""Data-free settings chosen on a validation split and confirmed on other seeds: DeepInversion's and
+how the student learns from the pool (views, temperature).
 
     python benchmarks/synth_settings.py [--spec benchmarks/synth_settings.yaml] [--synth-device cuda] [--jobs N]
 
@@ -63,21 +64,25 @@ def current(rows, spec: dict, synth_device: str):
     return rows[(rows["synth_device"] == synth_device) & (rows["synth_images"] == budget)]
 
 
+def confirmed(spec: dict, best: str) -> list[str]:
+    """The variants of the confirmation: the shipped point, the chosen one and the spec's `confirm.also`."""
+    return list(dict.fromkeys([spec["variants"][0]["name"], best, *(spec["confirm"].get("also") or [])]))
+
+
 def render(rows, spec: dict, best: str, device: str, synth_device: str) -> str:
     labels = {v["name"]: v["label"] for v in spec["variants"]}
-    shipped = spec["variants"][0]["name"]
     choose, confirm = spec["choose"]["seeds"], spec["confirm"]["seeds"]
     steps = spec["base"]["synth.steps"]
     images = {phase: images_of(spec, phase) for phase in ("choose", "confirm")}
     splits = spec["choose"]["set"]["data.splits"]
     lines = [
-        "# DeepInversion settings: chosen on a validation split",
+        "# Data-free settings: chosen on a validation split",
         "",
         "Made by `python benchmarks/synth_settings.py --jobs 2` (`benchmarks/synth_settings.yaml`); every run in "
         f"[synth_settings.csv](synth_settings.csv); synthesis on `{synth_device}`, the other stages on `{device}`. "
         "Default teacher, MLP student, "
-        f"DeepInversion {steps} steps per image, KD only (T=4): the student sees no real image; real "
-        "digits only score it.",
+        f"DeepInversion {steps} steps per image, KD only (T=4 unless a row says otherwise): the student sees "
+        "no real image; real digits only score it.",
         "",
         f"## 1. Choice on the validation split (seeds {', '.join(map(str, choose))}; {images['choose']:,} "
         f"synthetic images; teacher split {splits['teacher_train']:,}, validation {splits['validation']:,})",
@@ -111,7 +116,7 @@ def render(rows, spec: dict, best: str, device: str, synth_device: str) -> str:
         "| setting | test accuracy (mean ± sd) | per seed | gain over scratch (points) |",
         "|---|---:|---|---:|",
     ]
-    for name in dict.fromkeys([shipped, best]):
+    for name in confirmed(spec, best):
         test, per_seed = mean_of(rows, name, "confirm", "accuracy")
         gain, _ = mean_gain(rows, name, "confirm", "accuracy", "scratch_accuracy")
         if not per_seed:
@@ -176,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     best = max((n for n in names if scores[n] == scores[n]), key=scores.get)  # NaN: a seed failed
     print(f"synth settings: chosen on the validation split: {best}", flush=True)
     if not args.choose_only:
-        run_phase("confirm", [v for v in spec["variants"] if v["name"] in (names[0], best)])
+        run_phase("confirm", [v for v in spec["variants"] if v["name"] in confirmed(spec, best)])
     write_text(args.reports / "synth_settings.md", render(rows(), spec, best, args.device, synth_device))
     print(f"synth settings: -> {args.reports / 'synth_settings.md'}")
     return 0
