@@ -52,15 +52,20 @@ def failures(rows, variant: str, phase: str) -> str:
     )
 
 
-def images_of(spec: dict, phase: str) -> int:
-    return int({**spec["base"], **(spec[phase].get("set") or {})}["synth.images"])
+def images_of(spec: dict, phase: str, variant: str | None = None) -> int:
+    """The phase's image budget, times the variant's `images_x` (a variant may trade steps for images)."""
+    factor = next((v.get("images_x", 1) for v in spec["variants"] if v["name"] == variant), 1)
+    return int(int({**spec["base"], **(spec[phase].get("set") or {})}["synth.images"]) * factor)
 
 
 def current(rows, spec: dict, synth_device: str):
-    """The rows that count: synthesis on `synth_device` with their phase's image budget."""
+    """The rows that count: synthesis on `synth_device` with their phase's (and variant's) image budget."""
     if not len(rows) or "synth_device" not in rows:
         return rows
-    budget = rows["phase"].map(lambda phase: images_of(spec, phase) if phase in ("choose", "confirm") else -1)
+    budget = [
+        images_of(spec, phase, variant) if phase in ("choose", "confirm") else -1
+        for phase, variant in zip(rows["phase"], rows["variant"], strict=True)
+    ]
     return rows[(rows["synth_device"] == synth_device) & (rows["synth_images"] == budget)]
 
 
@@ -158,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             if len(done) and ((done["key"] == key) & (done["seed"] == seed)).any():
                 return
         overrides = {**spec["base"], **(spec[phase].get("set") or {}), **(variant.get("set") or {})}
+        overrides["synth.images"] = images_of(spec, phase, variant["name"])
         print(f"synth settings: {key} seed {seed}", flush=True)
         tags = {"phase": phase, "variant": variant["name"]}
         try:
