@@ -90,7 +90,10 @@ def save_curves_png(path: Path, runs: dict[str, Path], metrics: list[str]) -> No
         ax.set_title(CURVE_TITLES.get(metric, metric), fontsize=10)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.lines:
+            ax.legend(fontsize=8)
+        else:  # e.g. train accuracy when no transfer view has a label (a synthetic transfer set)
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="gray")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
