@@ -46,8 +46,11 @@ def stage_keys(raw: dict, synth_device: str | None = None) -> dict[str, str]:
     for name, teacher in raw["teachers"].items():
         keys[f"teacher@{name}"] = key_of({**common, "teacher": teacher})
     keys["teachers"] = key_of({**common, "teachers": raw["teachers"]})
-    keys["synthesize"] = key_of({**common, "teachers": raw["teachers"], "synth": raw.get("synth"),
-                                 "source": transfer.get("source"), "student": raw["student"],
+    synth = raw.get("synth") or {}
+    # the student's architecture shapes the pool only through the proxy student of the disagreement terms
+    proxy = {"student": raw["student"]["model"]} if synth.get("disagreement_weight", 0) > 0 else {}
+    keys["synthesize"] = key_of({**common, "teachers": raw["teachers"], "synth": synth,
+                                 "source": transfer.get("source"), **proxy,
                                  **({"synth_device": synth_device} if synth_device else {})})  # fmt: skip
     made = {"teachers": raw["teachers"], "transfer": transfer, "synth": keys["synthesize"]}
     keys["build_transfer"] = key_of({**common, **made})

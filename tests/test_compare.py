@@ -22,6 +22,15 @@ def test_stage_keys_change_only_where_the_params_do() -> None:
     changed = stage_keys(other_teacher)
     differ = sorted(k for k in keys if keys[k] != changed[k])
     assert differ == ["build_transfer", "distill", "synthesize", "teacher@mlp", "teachers"]
+    other_student = with_two_teachers(tiny_raw())
+    other_student["student"]["model"] = {"name": "mlp", "hidden": [7]}
+    changed = stage_keys(other_student)  # the pool does not depend on the student ...
+    assert sorted(k for k in keys if keys[k] != changed[k]) == ["distill", "train_student_scratch"]
+    adaptive, other_adaptive = with_two_teachers(tiny_raw()), other_student
+    for raw in (adaptive, other_adaptive):
+        raw.setdefault("synth", {})["disagreement_weight"] = 1.0
+    # ... unless the disagreement terms train a proxy student of its architecture
+    assert stage_keys(adaptive)["synthesize"] != stage_keys(other_adaptive)["synthesize"]
 
 
 def test_verdicts() -> None:
