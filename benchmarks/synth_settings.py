@@ -85,7 +85,7 @@ def render(rows, spec: dict, best: str, device: str, synth_device: str) -> str:
         "",
         "Made by `python benchmarks/synth_settings.py --jobs 2` (`benchmarks/synth_settings.yaml`); every run in "
         f"[synth_settings.csv](synth_settings.csv); synthesis on `{synth_device}`, the other stages on `{device}`. "
-        "Default teacher, MLP student, "
+        "Default teacher, MLP student unless a row says otherwise, "
         f"DeepInversion {steps} steps per image, KD only (T=4 unless a row says otherwise): the student sees "
         "no real image; real digits only score it.",
         "",

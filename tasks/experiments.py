@@ -9,6 +9,7 @@ The plain functions here are what the Prefect tasks below and the benchmark scri
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import tempfile
@@ -152,20 +153,38 @@ def queue_experiments(
     return queued
 
 
+def queue_workers_alive(repo: str | Path) -> bool:
+    """Whether a DVC queue worker of `repo` is running (its pid files under .dvc/tmp/exps/celery)."""
+    for pid_file in (Path(repo) / ".dvc" / "tmp" / "exps" / "celery").glob("dvc-exp-worker-*.pid"):
+        try:
+            pid = int(pid_file.read_text().strip())
+            os.kill(pid, 0)
+        except (ValueError, OSError):
+            continue
+        if Path(f"/proc/{pid}").is_dir() and "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[-1][:3]:
+            continue  # a zombie: exited, not yet reaped
+        return True
+    return False
+
+
 def run_queue(
     repo: str | Path,
     names: list[str],
     jobs: int,
     poll_s: float = 5.0,
     log: Callable[[str], None] = print,
+    max_restarts: int = 3,
 ) -> dict[str, str]:
     """Starts `jobs` DVC queue workers and waits until every experiment in `names` has ended;
-    returns name -> final state, and logs each as it ends."""
+    returns name -> final state, and logs each as it ends. A worker can exit while experiments are
+    still queued (its filesystem broker can read a message half-written under load); the queue is
+    then started again, at most `max_restarts` times."""
     status = queue_status(repo)
     if any(status.get(n) in PENDING for n in names):
         dvc(repo, "queue", "start", "--jobs", str(jobs))
     ended: dict[str, str] = {n: s for n, s in status.items() if n in names and s not in PENDING}
     started = time.perf_counter()
+    restarts, idle_polls = 0, 0
     while True:
         status = queue_status(repo)
         for name in names:
@@ -176,6 +195,18 @@ def run_queue(
                 log(f"{name}: {state} ({len(ended)} of {len(names)} ended, {waited:.0f} s)")
         if len(ended) == len(names):
             return ended
+        queued = [n for n in names if status.get(n) == "Queued"]
+        # two polls in a row without a worker: one just started has had time to write its pid file
+        idle_polls = idle_polls + 1 if queued and not queue_workers_alive(repo) else 0
+        if idle_polls >= 2:
+            if restarts == max_restarts:
+                raise ExperimentFailed(
+                    f"the DVC queue worker exited {restarts + 1} times with {', '.join(queued)} still queued; "
+                    f"see {Path(repo) / '.dvc/tmp/exps/celery'}"
+                )
+            restarts, idle_polls = restarts + 1, 0
+            log(f"no DVC queue worker is running and {len(queued)} experiment(s) are queued: starting it again")
+            dvc(repo, "queue", "start", "--jobs", str(jobs))
         time.sleep(poll_s)
 
 

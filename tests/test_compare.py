@@ -169,3 +169,47 @@ def test_compare_cli_rejects_a_misspelt_key_of_a_method_before_queueing(tmp_path
     spec.write_text("methods:\n  - name: hot\n    set: {distill.temprature: 8.0}\n")
     line = cli_error("flows.compare", "--spec", str(spec), "--seeds", "0")
     assert "experiment bad-hot-s0" in line and "temprature" in line
+
+
+def fake_queue(monkeypatch, states: list[dict[str, str]], alive: bool = False) -> list[tuple[str, ...]]:
+    """tasks.experiments with a DVC queue that reports `states` one poll after another (the last
+    repeats) and no live worker unless `alive`; returns the dvc commands it was given."""
+    import tasks.experiments as experiments
+
+    calls: list[tuple[str, ...]] = []
+    polls = iter(states)
+    last: dict[str, dict[str, str]] = {}
+
+    def status(repo) -> dict[str, str]:
+        last["state"] = next(polls, last.get("state", states[-1]))
+        return last["state"]
+
+    monkeypatch.setattr(experiments, "queue_status", status)
+    monkeypatch.setattr(experiments, "queue_workers_alive", lambda repo: alive)
+    monkeypatch.setattr(experiments, "dvc", lambda repo, *args, check=True: calls.append(args))
+    return calls
+
+
+def test_run_queue_starts_the_queue_again_when_its_worker_exits_with_experiments_queued(monkeypatch) -> None:
+    from tasks.experiments import run_queue
+
+    queued, one_done = {"a": "Queued", "b": "Queued"}, {"a": "Success", "b": "Queued"}
+    states = [queued, queued, one_done, one_done, one_done, {"a": "Success", "b": "Success"}]
+    calls = fake_queue(monkeypatch, states)
+    lines: list[str] = []
+    assert run_queue("repo", ["a", "b"], jobs=1, poll_s=0, log=lines.append) == {"a": "Success", "b": "Success"}
+    starts = [c for c in calls if c[:2] == ("queue", "start")]
+    assert len(starts) == 3  # the first start, and once after each two polls without a worker
+    assert sum("starting it again" in line for line in lines) == 2
+
+
+def test_run_queue_waits_while_a_worker_runs_and_gives_up_on_a_queue_that_never_starts(monkeypatch) -> None:
+    from tasks.experiments import ExperimentFailed, run_queue
+
+    queued = {"a": "Queued"}
+    calls = fake_queue(monkeypatch, [queued] * 6 + [{"a": "Success"}], alive=True)
+    assert run_queue("repo", ["a"], jobs=1, poll_s=0, log=lambda line: None) == {"a": "Success"}
+    assert len(calls) == 1  # a live worker: no restart however long the experiment waits
+    fake_queue(monkeypatch, [queued])
+    with pytest.raises(ExperimentFailed, match=r"exited 3 times with a still queued"):
+        run_queue("repo", ["a"], jobs=1, poll_s=0, log=lambda line: None, max_restarts=2)
