@@ -159,10 +159,11 @@ def queue_workers_alive(repo: str | Path) -> bool:
         try:
             pid = int(pid_file.read_text().strip())
             os.kill(pid, 0)
-        except (ValueError, OSError):
+            stat = Path(f"/proc/{pid}/stat")  # Linux: a zombie has exited but is not yet reaped
+            if stat.is_file() and stat.read_text().rsplit(")", 1)[-1].split()[0] == "Z":
+                continue
+        except (ValueError, OSError, IndexError):
             continue
-        if Path(f"/proc/{pid}").is_dir() and "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[-1][:3]:
-            continue  # a zombie: exited, not yet reaped
         return True
     return False
 
