@@ -164,6 +164,37 @@ def test_hydra_overrides_give_each_method_exactly_its_params(tmp_path) -> None:
     assert sorted(born_again["teachers"]) == ["conv"]
 
 
+def test_datafree_benchmark_runs_are_valid_params_named_by_their_student(tmp_path) -> None:
+    """Every run of benchmarks/datafree.yaml is a valid set of params; a run with its own student
+    carries the student's name in its key, and the short CSV keeps the issue's columns first."""
+    import yaml
+
+    from benchmarks.datafree import COLUMNS, planned_runs, short_rows
+    from kdcore.config import read_yaml
+    from kdcore.sweep import Sweep
+    from tests.conftest import ROOT
+
+    runs = planned_runs(yaml.safe_load((ROOT / "benchmarks/datafree.yaml").read_text()))
+    pairs = [(run["key"], run["seed"]) for run in runs]
+    assert len(pairs) == len(set(pairs))
+    sweep = Sweep(read_yaml((ROOT / "params.yaml").read_text()), tmp_path)
+    students = {}
+    for run in runs:
+        params, _ = sweep.params_for(run["overrides"], run["seed"], tmp_path / "runs" / run["key"] / "seed0")
+        students[run["key"]] = params.student.model.name
+    assert students["cnn_real"] == students["cnn_noise_4096x300"] == "cnn"
+    assert students["real"] == students["inversion_4096x300"] == "mlp"
+    full = pd.DataFrame({"synth_method": ["inversion", None], "transfer_real_samples": [0, 1000],
+                         "transfer_synthetic_samples": [4096, 0], "synth_steps": [300, 300], "seed": [3, 3],
+                         "accuracy": [0.98, 0.97], "synthesize_s": [1500.04, 0.0],
+                         "student": ["cnn", "cnn"]})  # fmt: skip
+    short = short_rows(full)
+    assert list(short.columns[:6]) == ["method", "images", "steps", "seed", "accuracy", "seconds"]
+    assert list(short.columns) == COLUMNS
+    assert short.to_dict("records")[1] == {"method": "real", "images": 1000, "steps": 0, "seed": 3,
+                                           "accuracy": 0.97, "seconds": 0.0, "student": "cnn"}  # fmt: skip
+
+
 def test_compare_cli_rejects_a_misspelt_key_of_a_method_before_queueing(tmp_path) -> None:
     spec = tmp_path / "bad.yaml"
     spec.write_text("methods:\n  - name: hot\n    set: {distill.temprature: 8.0}\n")
