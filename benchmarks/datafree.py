@@ -128,6 +128,21 @@ def save_plot(full: pd.DataFrame, path: Path) -> None:
     save_png(fig, path)
 
 
+def check_runs(runs: list[dict], params: Path, work: Path) -> None:
+    """Every run's params validated before the first run starts: a mistake in the spec stops the
+    benchmark with one line naming the run and the key, not hours later."""
+    from kdcore.config import read_yaml
+    from kdcore.errors import KdflowError
+    from kdcore.sweep import Sweep
+
+    try:
+        sweep = Sweep(read_yaml(params.read_text(), source=str(params)), work)
+        for run in runs:
+            sweep.params_for(run["overrides"], run["seed"], work / "runs" / run["key"] / f"seed{run['seed']}")
+    except KdflowError as err:
+        raise SystemExit(f"datafree: error: {err}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", type=Path, default=ROOT / "benchmarks" / "datafree.yaml")
@@ -142,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     lock = threading.Lock()
     todo = [r for r in planned_runs(spec) if not (args.only and r["key"] not in args.only)]
     todo = [r for r in todo if not table.has(r["key"], r["seed"])]
+    check_runs(todo, args.params, args.work.resolve())
 
     def run(planned: dict) -> None:
         print(f"datafree: {planned['key']} seed {planned['seed']}", flush=True)

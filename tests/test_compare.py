@@ -169,7 +169,7 @@ def test_datafree_benchmark_runs_are_valid_params_named_by_their_student(tmp_pat
     carries the student's name in its key, and the short CSV keeps the issue's columns first."""
     import yaml
 
-    from benchmarks.datafree import COLUMNS, planned_runs, short_rows
+    from benchmarks.datafree import COLUMNS, check_runs, planned_runs, short_rows
     from kdcore.config import read_yaml
     from kdcore.sweep import Sweep
     from tests.conftest import ROOT
@@ -184,6 +184,10 @@ def test_datafree_benchmark_runs_are_valid_params_named_by_their_student(tmp_pat
         students[run["key"]] = params.student.model.name
     assert students["cnn_real"] == students["cnn_noise_4096x300"] == "cnn"
     assert students["real"] == students["inversion_4096x300"] == "mlp"
+    bad = [{**runs[0], "overrides": {**runs[0]["overrides"], "student.model": {"name": "cnn", "channels": [8, -1]}}}]
+    with pytest.raises(SystemExit, match=r"variant inversion_4096x300: student.model.channels\[1\]"):
+        check_runs(bad, ROOT / "params.yaml", tmp_path)
+    check_runs(runs, ROOT / "params.yaml", tmp_path)
     full = pd.DataFrame({"synth_method": ["inversion", None], "transfer_real_samples": [0, 1000],
                          "transfer_synthetic_samples": [4096, 0], "synth_steps": [300, 300], "seed": [3, 3],
                          "accuracy": [0.98, 0.97], "synthesize_s": [1500.04, 0.0],
