@@ -86,6 +86,7 @@ def render(full: pd.DataFrame, spec_path: Path, notes: list[str] | None = None) 
         "|---|---|---|---:|---:|---|---:|---:|---:|---:|",
     ]
     for (_, label), rows in grouped:
+        rows = rows.sort_values("seed")
         acc = rows["accuracy"] * 100
         spread = f" ± {acc.std(ddof=1):.2f}" if len(rows) > 1 else ""
         per_seed = ", ".join(f"{a:.1f}" for a in acc)
@@ -116,9 +117,9 @@ def save_plot(full: pd.DataFrame, path: Path) -> None:
         for (key, label), rows in rows_of.groupby(["key", "label"], sort=False):
             if key.endswith("real"):
                 ax.axhline(rows["accuracy"].mean() * 100, color="green", ls="--" if student == "mlp" else "-.",
-                           lw=1, label=f"{label} (mean)")  # fmt: skip
+                           lw=1, label=f"{student.upper()}: {label} (mean)")  # fmt: skip
                 continue
-            ax.scatter(rows["synthesize_s"] / 60, rows["accuracy"] * 100, label=label, s=22,
+            ax.scatter(rows["synthesize_s"] / 60, rows["accuracy"] * 100, label=f"{student.upper()}: {label}", s=22,
                        marker=markers.get(student, "s"))  # fmt: skip
     ax.set_xlabel("synthesis time (min, the row's cpu_threads on 2 cores)")
     ax.set_ylabel("student test accuracy (%)")
