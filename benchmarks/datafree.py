@@ -3,7 +3,7 @@
     python benchmarks/datafree.py [--spec benchmarks/datafree.yaml] [--work .kdflow/datafree]
                                   [--only KEY ...] [--jobs N]
 
-Each (run, seed) of the spec goes through the real stages (`python -m kdcore.sweep`, one process per
+Each (run, seed) of the spec goes through the real stages (`python -m kdcore.experiments.sweep`, one process per
 run, one after another so that the synthesis times are not shared with other work; `--jobs N` runs N
 at a time, for runs whose synthesis is cached or negligible). Teachers, scratch students and
 synthetic pools are reused between runs and reruns. Every finished run is appended to
@@ -134,7 +134,7 @@ def check_runs(runs: list[dict], params: Path, work: Path) -> None:
     benchmark with one line naming the run and the key, not hours later."""
     from kdcore.config import read_yaml
     from kdcore.errors import KdflowError
-    from kdcore.sweep import Sweep
+    from kdcore.experiments.sweep import Sweep
 
     try:
         sweep = Sweep(read_yaml(params.read_text(), source=str(params)), work)

@@ -4,7 +4,7 @@
 
 Writes reports/function_matching.csv (every run) and reports/function_matching.md. Each run is a DVC
 experiment of this project (`function_matching-<phase>-<variant>-s<seed>`, listed by `dvc exp show`),
-run by `--jobs` DVC queue workers; `--in-process` runs them one at a time through kdcore.sweep
+run by `--jobs` DVC queue workers; `--in-process` runs them one at a time through kdcore.experiments.sweep
 instead. Finished runs are kept and not measured again. Gains are in points over the scratch student
 of the same run (same student, views, epochs).
 """
@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=ROOT / ".kdflow" / "views")
     parser.add_argument("--reports", type=Path, default=ROOT / "reports")
     parser.add_argument("--jobs", type=int, default=1, help="DVC queue workers at once")
-    parser.add_argument("--in-process", action="store_true", help="kdcore.sweep, one run at a time, in --work")
+    parser.add_argument(
+        "--in-process", action="store_true", help="kdcore.experiments.sweep, one run at a time, in --work"
+    )
     args = parser.parse_args(argv)
     spec = yaml.safe_load(args.spec.read_text())
     table = RunTable(args.reports / "function_matching.csv")

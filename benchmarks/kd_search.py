@@ -7,7 +7,7 @@ The YAML file lists variants, each a name and dotted overrides of params.yaml. E
 is a DVC experiment of this project (`kd_search-<variant>-s<seed>`, listed by `dvc exp show`), run
 by `--jobs` DVC queue workers; stages whose inputs did not change between variants (the teacher,
 the transfer set, the scratch student) come back from DVC's run cache. `--in-process` runs them one
-at a time through kdcore.sweep instead, reusing stage outputs in `--work`.
+at a time through kdcore.experiments.sweep instead, reusing stage outputs in `--work`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.runs import measure_queued  # noqa: E402
-from kdcore.sweep import Sweep, plan  # noqa: E402
+from kdcore.experiments.sweep import Sweep, plan  # noqa: E402
 
 
 def main() -> int:
@@ -34,7 +34,9 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path(".kdflow/search"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/kd_search.csv"))
     parser.add_argument("--jobs", type=int, default=1, help="DVC queue workers at once")
-    parser.add_argument("--in-process", action="store_true", help="kdcore.sweep, one run at a time, in --work")
+    parser.add_argument(
+        "--in-process", action="store_true", help="kdcore.experiments.sweep, one run at a time, in --work"
+    )
     args = parser.parse_args()
 
     variants = yaml.safe_load(args.grid.read_text())["variants"]

@@ -27,7 +27,7 @@ from kdcore.artifacts import write_text  # noqa: E402
 from kdcore.config import read_yaml  # noqa: E402
 from kdcore.evaluate.measured import read_rows  # noqa: E402
 from kdcore.evaluate.plots import save_png  # noqa: E402
-from kdcore.sweep import Sweep, set_dotted  # noqa: E402
+from kdcore.experiments.sweep import Sweep, set_dotted  # noqa: E402
 
 COLUMNS = ("accuracy", "accuracy_torch", "agreement_fp32", "size_bytes", "latency_ms_b1", "latency_ms_b256",
            "latency_torch_ms_b1", "latency_torch_ms_b256")  # fmt: skip

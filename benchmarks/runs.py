@@ -1,5 +1,5 @@
 """What the benchmark scripts share: runs through the real stages, as DVC experiments
-(`measure_queued`) or one at a time in their own process (`measure`, kdcore.sweep), and a CSV of
+(`measure_queued`) or one at a time in their own process (`measure`, kdcore.experiments.sweep), and a CSV of
 finished runs that makes a rerun measure only what is missing."""
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ def measure(
     synth_device: str | None = None,
     **extra: object,
 ) -> dict:
-    """`python -m kdcore.sweep` for one run; its result row with `key`, `seed`, the devices and `extra` added."""
+    """`python -m kdcore.experiments.sweep` for one run; its result row with `key`, `seed`, the devices and
+    `extra` added."""
     with tempfile.TemporaryDirectory() as tmp:
         row_file = Path(tmp) / "row.json"
-        cmd = [sys.executable, "-m", "kdcore.sweep", "--params", str(params), "--work", str(work), "--name", key,
-               "--set", json.dumps(overrides), "--seed", str(seed), "--row", str(row_file),
+        cmd = [sys.executable, "-m", "kdcore.experiments.sweep", "--params", str(params), "--work", str(work),
+               "--name", key, "--set", json.dumps(overrides), "--seed", str(seed), "--row", str(row_file),
                "--device", device]  # fmt: skip
         if synth_device:
             cmd += ["--synth-device", synth_device]

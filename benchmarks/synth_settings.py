@@ -4,7 +4,7 @@ how the student learns from the pool (views, temperature).
     python benchmarks/synth_settings.py [--spec benchmarks/synth_settings.yaml] [--synth-device cuda] [--jobs N]
 
 Writes reports/synth_settings.csv (every run) and reports/synth_settings.md. Runs go through the real
-stages (`python -m kdcore.sweep`); finished runs are kept and not measured again. With `--jobs N` the
+stages (`python -m kdcore.experiments.sweep`); finished runs are kept and not measured again. With `--jobs N` the
 runs of a phase go N at a time once each seed's teacher exists (its first run trains it), so the
 synthesis times of parallel runs are not comparable with benchmarks/datafree.py's.
 

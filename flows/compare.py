@@ -29,7 +29,7 @@ from flows.cli import run_flow  # noqa: E402
 from kdcore.artifacts import atomic_path, write_text  # noqa: E402
 from kdcore.config import load_params, parse_params, read_yaml  # noqa: E402
 from kdcore.errors import ConfigError, KdflowError  # noqa: E402
-from kdcore.methods_report import render_methods_report, save_methods_png  # noqa: E402
+from kdcore.evaluate.methods_report import render_methods_report, save_methods_png  # noqa: E402
 from tasks.experiments import (  # noqa: E402
     ExperimentFailed,
     experiment_row,
@@ -75,7 +75,7 @@ def check_plan(base: dict, planned: list[tuple[str, str, dict, int]]) -> None:
     experiment and the key (a queued experiment would fail only when its turn came)."""
     import copy
 
-    from kdcore.sweep import set_dotted
+    from kdcore.experiments.sweep import set_dotted
 
     for name, _, overrides, _ in planned:
         raw = copy.deepcopy(base)

@@ -119,7 +119,17 @@ def accept_batch(root: str, path: str) -> dict[str, object]:
     params = load_params(Path(root) / "params.yaml")
     params = params.model_copy(update={"paths": _rooted(params, Path(root))})
     try:
-        accepted = accept(params, Path(path))
+        accepted = accept(
+            Path(path),
+            prepared_dir=params.paths.prepared,
+            increments_dir=params.paths.increments,
+            accepted=params.lifelong.increments,
+            seed=params.seed,
+            test_share=params.lifelong.test_share,
+            report_dir=params.paths.work / "validation",
+            image_size=params.data.image_size,
+            channels=params.data.channels,
+        )
     except KdflowError as err:
         raise IncrementRejected(f"{Path(path).name}: {err}") from None
     return {"name": accepted.name, "train": accepted.train, "test": accepted.test, "classes": accepted.classes}

@@ -9,6 +9,7 @@ same run (same config, same data).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sys
@@ -77,6 +78,18 @@ def load_model_dir(model_dir: Path, device: torch.device | str = "cpu") -> tuple
         first = " ".join(str(err).split())[:200]
         raise DataError(f"{model_dir / WEIGHTS}: not loadable weights for this model ({first}); {rerun}") from None
     return model.to(device).eval(), meta
+
+
+def fingerprint(*parts: Any) -> str:
+    """A hash of the config sections and input hashes a training run depends on."""
+    payload = json.dumps([p.model_dump(mode="json") if hasattr(p, "model_dump") else p for p in parts], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def training_checkpoint(work: Path, stage: str, seed: int, *parts: Any) -> TrainingCheckpoint:
+    """The resume checkpoint of one training run of `stage`, under `work`/checkpoints/, keyed by
+    everything the run depends on."""
+    return TrainingCheckpoint(Path(work) / "checkpoints" / stage, fingerprint(stage, seed, *parts))
 
 
 class TrainingCheckpoint:

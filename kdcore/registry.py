@@ -8,8 +8,9 @@ from typing import Any, Generic, TypeVar
 T = TypeVar("T", bound=Callable[..., Any])
 
 
-class UnknownNameError(KeyError):
-    """A name that no registry entry (and no fallback) knows; the message lists the known names."""
+class UnknownNameError(KeyError, ValueError):
+    """A name that no registry entry (and no fallback) knows; the message lists the known names.
+    A ValueError too, so params validation reports it as the value of the key that named it."""
 
     def __str__(self) -> str:  # KeyError would wrap the message in quotes
         return str(self.args[0])
@@ -36,6 +37,9 @@ class Registry(Generic[T]):
             return self._entries[name]
         except KeyError:
             raise UnknownNameError(f"unknown {self.kind} {name!r}; known: {', '.join(sorted(self._entries))}") from None
+
+    def items(self) -> list[tuple[str, T]]:
+        return [(name, self._entries[name]) for name in self.names()]
 
     def names(self) -> list[str]:
         return sorted(self._entries)

@@ -20,9 +20,12 @@ from tqdm import tqdm
 
 from kdcore.checkpoint import TrainingCheckpoint
 from kdcore.config import TrainConfig
+from kdcore.data.prepared import Split
 from kdcore.data.transforms import random_shifts, shift_images
 from kdcore.inference import predict_logits
 from kdcore.losses import LossTerms
+from kdcore.models import build_model
+from kdcore.runtime import seed_everything
 from kdcore.transfer.views import ViewMix, Views
 
 LossFn = Callable[[torch.Tensor, dict[str, torch.Tensor]], LossTerms]
@@ -234,3 +237,44 @@ def fit(
         live.close()
     model.eval()
     return history
+
+
+def train_student(
+    spec,
+    cfg: TrainConfig,
+    view_set: TrainSet,
+    loss_fn: LossFn,
+    *,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    test: Split,
+    seed: int,
+    device: torch.device,
+    checkpoint: TrainingCheckpoint,
+    live_dir: Path | None,
+    desc: str,
+    prepare: Callable[[nn.Module], nn.Module] | None = None,
+) -> tuple[nn.Module, list[dict[str, float]]]:
+    """Trains a fresh student of `spec` (a config.ModelSpec) on `view_set` with `loss_fn`, evaluated on
+    `test` each epoch; returns it (on the CPU, in eval mode) and its history.
+
+    The distilled and the scratch student both come from here: they differ only in targets and loss.
+    `prepare` turns the fresh student into the module to train (e.g. with the loss's own trainable
+    parts); the student alone is returned."""
+    seed_everything(seed)
+    model = build_model(spec, input_shape, num_classes)
+    trained = prepare(model) if prepare is not None else model
+    history = fit(
+        trained,
+        view_set,
+        loss_fn,
+        cfg,
+        seed=seed,
+        device=device,
+        checkpoint=checkpoint,
+        live_dir=live_dir,
+        eval_set=(test.x, test.y),
+        desc=desc,
+    )
+    checkpoint.clear()
+    return model.cpu().eval(), history

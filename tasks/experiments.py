@@ -22,7 +22,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from kdcore.methods_report import summary_columns
+from kdcore.evaluate.methods_report import summary_columns
 from tasks.dvc_stage import tool_env
 
 # DVC's queue states: a task is waiting or running until it reaches one of the others
@@ -66,7 +66,7 @@ def has_key(raw: dict, dotted: str) -> bool:
 def hydra_overrides(base: dict, overrides: dict[str, Any]) -> list[str]:
     """`-S` arguments that make params.yaml (`base`) take each dotted override exactly.
 
-    A dict value replaces the dict it names, as in kdcore.sweep (Hydra would merge the two: so the
+    A dict value replaces the dict it names, as in kdcore.experiments.sweep (Hydra would merge the two: so the
     key is removed, then added); a new key is added; anything else is set."""
     out = []
     for dotted, value in overrides.items():
@@ -218,7 +218,7 @@ def train_seconds(exp: Experiment, metrics_dir: str, model: str) -> float | None
 
 
 def experiment_row(exp: Experiment, method: str) -> dict[str, Any]:
-    """One row of the comparison from an experiment's params and metrics (the columns kdcore.sweep
+    """One row of the comparison from an experiment's params and metrics (the columns kdcore.experiments.sweep
     writes, where an experiment has them)."""
     params, summary = exp.params, exp.metrics.get(str(Path(exp.params["paths"]["metrics"]) / "summary.json"), {})
     if not summary:

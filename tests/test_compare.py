@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from kdcore.methods_report import render_methods_report, verdict
-from kdcore.sweep import stage_keys
+from kdcore.evaluate.methods_report import render_methods_report, verdict
+from kdcore.experiments.sweep import stage_keys
 from tests.conftest import cli_error, tiny_raw, with_two_teachers
 
 
@@ -127,7 +127,7 @@ def test_born_again_rows_list_the_accuracy_of_each_generation() -> None:
 
 
 def test_a_default_written_out_reuses_the_same_outputs(tmp_path) -> None:
-    from kdcore.sweep import Sweep
+    from kdcore.experiments.sweep import Sweep
 
     sweep = Sweep(tiny_raw(), tmp_path)
     _, implicit = sweep.params_for({}, 0, tmp_path / "runs/a/seed0")
@@ -144,7 +144,7 @@ def test_hydra_overrides_give_each_method_exactly_its_params(tmp_path) -> None:
 
     from flows.compare import experiment_plan, load_spec
     from kdcore.config import read_yaml
-    from kdcore.sweep import set_dotted
+    from kdcore.experiments.sweep import set_dotted
     from tasks.experiments import hydra_overrides
     from tests.conftest import ROOT
 
@@ -171,7 +171,7 @@ def test_datafree_benchmark_runs_are_valid_params_named_by_their_student(tmp_pat
 
     from benchmarks.datafree import COLUMNS, check_runs, planned_runs, short_rows
     from kdcore.config import read_yaml
-    from kdcore.sweep import Sweep
+    from kdcore.experiments.sweep import Sweep
     from tests.conftest import ROOT
 
     runs = planned_runs(yaml.safe_load((ROOT / "benchmarks/datafree.yaml").read_text()))

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from pydantic import TypeAdapter
 
 from kdcore.config import ModelSpec
 from kdcore.errors import ConfigError
 from kdcore.losses.compose import Objective, StudentWithAux
-from kdcore.losses.hinton import hinton_loss
+from kdcore.losses.hinton import kd_divergence
 from kdcore.models import build_model
 from kdcore.transfer.views import Views
 
@@ -32,14 +33,18 @@ def views(n: int = 24) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.
 
 
 def test_ce_plus_kd_terms_equal_hintons_loss() -> None:
+    """Hinton et al. 2015: (1 - alpha) CE(z_s, y) + alpha T^2 KL(p_t^T || p_s^T)."""
     torch.manual_seed(2)
     s, t, y = torch.randn(8, CLASSES), torch.randn(8, CLASSES), torch.randint(0, CLASSES, (8,))
     batch = {"teacher_logits": t, "y": y}
-    objective = Objective([{"name": "ce", "weight": 0.3}, {"name": "kd", "weight": 0.7}], temperature=3.0)
-    composed = objective(s, batch)
-    reference = hinton_loss(s, batch, temperature=3.0, alpha=0.7)
-    assert torch.allclose(composed.total, reference.total, atol=1e-6)
-    assert set(composed.parts) == {"ce", "kd"}
+    for alpha in (0.7, 0.0):
+        objective = Objective([{"name": "ce", "weight": 1 - alpha}, {"name": "kd", "weight": alpha}], temperature=3.0)
+        composed = objective(s, batch)
+        reference = (1 - alpha) * F.cross_entropy(s, y) + alpha * kd_divergence(s, t, 3.0)
+        assert torch.allclose(composed.total, reference, atol=1e-6)
+        assert torch.allclose(composed.parts["kd"], alpha * kd_divergence(s, t, 3.0))
+        assert torch.allclose(composed.parts["ce"], (1 - alpha) * F.cross_entropy(s, y))
+        assert set(composed.parts) == {"ce", "kd"}
 
 
 def test_dkd_term_leaves_ce_to_its_own_term() -> None:
@@ -52,7 +57,7 @@ def test_dkd_term_leaves_ce_to_its_own_term() -> None:
 
 
 def test_unknown_term_names_the_known_ones() -> None:
-    with pytest.raises(KeyError, match="unknown loss 'fitnet'"):
+    with pytest.raises(ConfigError, match="unknown term 'fitnet'; known: attention, ce, dkd, hint, kd, relational"):
         Objective([{"name": "fitnet"}], temperature=2.0)
 
 

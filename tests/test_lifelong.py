@@ -194,6 +194,27 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory):
     return params
 
 
+def accept_into(params, path: Path):
+    """Accepts a landed batch where `params` put increments, as the update flow does."""
+    from kdcore.lifelong.increments import accept
+
+    return accept(
+        path,
+        prepared_dir=params.paths.prepared,
+        increments_dir=params.paths.increments,
+        accepted=params.lifelong.increments,
+        seed=params.seed,
+        test_share=params.lifelong.test_share,
+        report_dir=params.paths.work / "validation",
+    )
+
+
+def land_from(params, batches: int, step: float, corrupt: bool) -> list[Path]:
+    from kdcore.lifelong.demo import land
+
+    return land(params.paths.prepared, params.paths.landing, params.seed, batches, step, corrupt)
+
+
 def with_increments(params, names: list[str], **lifelong):
     cfg = params.lifelong.model_copy(update={"increments": names, **lifelong})
     return params.model_copy(update={"lifelong": cfg})
@@ -203,16 +224,14 @@ def test_update_stage_learns_accepted_increments(pipeline) -> None:
     import json
 
     from kdcore.artifacts import load_tensors, sha256_file
-    from kdcore.lifelong.demo import land
-    from kdcore.lifelong.increments import accept
     from kdcore.stages import get_stage
 
-    landed = land(pipeline, batches=2, step=20, corrupt=False)
+    landed = land_from(pipeline, batches=2, step=20, corrupt=False)
     assert [p.name for p in landed] == ["rot020.npz", "rot040.npz"]
-    first = accept(pipeline, landed[0])
+    first = accept_into(pipeline, landed[0])
     assert first.name == "rot020" and first.test >= 10 and (first.directory / "meta.json").is_file()
     params = with_increments(pipeline, ["rot020"])
-    second = accept(params, landed[1])
+    second = accept_into(params, landed[1])
     params = with_increments(params, ["rot020", "rot040"])
     get_stage("update")(params)
     metrics = json.loads((params.paths.metrics / "lifelong.json").read_text())
@@ -235,21 +254,19 @@ def test_a_corrupt_batch_is_rejected_and_leaves_nothing(pipeline, tmp_path: Path
     import numpy as np
 
     from kdcore.errors import DataError, ValidationFailed
-    from kdcore.lifelong.demo import land
-    from kdcore.lifelong.increments import accept
 
-    corrupt = [p for p in land(pipeline, batches=1, step=5, corrupt=True) if p.name == "corrupt.npz"][0]
+    corrupt = [p for p in land_from(pipeline, batches=1, step=5, corrupt=True) if p.name == "corrupt.npz"][0]
     with pytest.raises(ValidationFailed, match="nan"):
-        accept(pipeline, corrupt)
+        accept_into(pipeline, corrupt)
     assert not (pipeline.paths.increments / "corrupt").exists()
     small = tmp_path / "small.npz"
     np.savez(small, x=np.zeros((10, 5, 5), dtype=np.uint8), y=np.arange(10))
     with pytest.raises(DataError, match="samples are 1x5x5, the student takes 1x8x8"):
-        accept(pipeline, small)
+        accept_into(pipeline, small)
     unknown = tmp_path / "unknown.npz"
     np.savez(unknown, x=np.zeros((10, 8, 8), dtype=np.uint8), y=np.full(10, 42))
     with pytest.raises(ValidationFailed, match="class_name"):
-        accept(pipeline, unknown)
+        accept_into(pipeline, unknown)
     assert not any(p.name.startswith(("small", "unknown", ".")) for p in pipeline.paths.increments.iterdir())
 
 

@@ -17,11 +17,11 @@ from kdcore.checkpoint import load_model_dir
 from kdcore.config import parse_params
 from kdcore.errors import ConfigError, ValidationFailed
 from kdcore.stages import get_stage
-from kdcore.stages.transfer_set import synthetic_count
 from kdcore.synth import SYNTHESIZERS, PixelBounds, SynthContext
 from kdcore.synth.checks import mean_pairwise_distance
 from kdcore.synth.pool import synthesize_pool
 from kdcore.synth.priors import BatchNormStats
+from kdcore.transfer.pool import synthetic_count
 from tests.conftest import ROOT, tiny_raw
 
 LOOSE_CHECKS = {"min_class_share": 0.0, "min_mean_confidence": 0.0, "min_diversity": 0.0}

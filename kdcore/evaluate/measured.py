@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from kdcore.artifacts import write_json
+
 MEASURED = ("latency",)  # keys of wall-clock measurements
 
 
@@ -32,3 +34,21 @@ def read_rows(metrics: Path, name: str) -> dict[str, dict]:
                 if key in rows:
                     rows[key].update(measured)
     return rows
+
+
+def write_rows(metrics: Path, name: str, rows: dict[str, dict]) -> None:
+    """metrics/<name>.json: what a stage computed, the same bytes on every identical run;
+    metrics/timings/<name>.json: its latencies, which are measured and move from run to run."""
+    computed, measured = split_measured(rows)
+    write_json(Path(metrics) / f"{name}.json", computed)
+    write_json(Path(metrics) / "timings" / f"{name}.json", measured)
+
+
+def write_training_time(metrics: Path, name: str, histories: list[list[dict[str, float]]]) -> None:
+    """metrics/timings/<name>.json: the wall-clock seconds of a training (every generation, resumed
+    epochs included)."""
+    epochs = [record.get("seconds", 0.0) for history in histories for record in history]
+    write_json(
+        Path(metrics) / "timings" / f"{name}.json",
+        {"train_seconds": round(sum(epochs), 2), "epochs": len(epochs)},
+    )

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics.functional.classification import multiclass_calibration_error
+
+from kdcore.models import count_params
 
 
 def quality_metrics(
@@ -44,3 +48,16 @@ def latency_ms(model: nn.Module, x: torch.Tensor, repeats: int, threads: int, wa
     finally:
         torch.set_num_threads(previous)
     return statistics.median(times)
+
+
+def cost_metrics(
+    model: nn.Module, weight_files: list[Path], x: torch.Tensor, repeats: int, threads: int
+) -> dict[str, float]:
+    """Parameters, bytes on disk and CPU latency at batch 1 and 256 (`x` repeated to 256 if shorter)."""
+    many = x[:256] if len(x) >= 256 else x[torch.arange(256) % len(x)]
+    return {
+        "params": count_params(model),
+        "size_bytes": sum(os.path.getsize(f) for f in weight_files),
+        "latency_ms_b1": latency_ms(model, x[:1], repeats, threads),
+        "latency_ms_b256": latency_ms(model, many, repeats, threads),
+    }

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from kdcore.artifacts import atomic_path
-from kdcore.config import Params, load_params
+from kdcore.config import load_params
 from kdcore.data.prepared import load_meta, load_split
 from kdcore.errors import KdflowError
 from kdcore.lifelong.scenarios import rotate
@@ -30,14 +30,17 @@ def save_npz(path: Path, x: np.ndarray, y: np.ndarray) -> None:
         np.savez_compressed(fh, x=x, y=y)
 
 
-def land(params: Params, batches: int, step: float, corrupt: bool) -> list[Path]:
-    meta = load_meta(params.paths.prepared)
-    split = load_split(params.paths.prepared, "teacher_train")
+def land(prepared_dir: Path, landing: Path, seed: int, batches: int, step: float, corrupt: bool) -> list[Path]:
+    """Writes `batches` rotated batches of the teacher split (each `step` degrees more than the one
+    before, raw pixels in [0, 1] as a user's data would come) into `landing`; `corrupt` adds a batch
+    of NaN pixels the checks must reject."""
+    meta = load_meta(prepared_dir)
+    split = load_split(prepared_dir, "teacher_train")
     mean = torch.tensor(meta.meta["mean"]).view(1, -1, 1, 1)
     std = torch.tensor(meta.meta["std"]).view(1, -1, 1, 1)
-    order = torch.randperm(len(split.y), generator=torch.Generator().manual_seed(params.seed + 7))
+    order = torch.randperm(len(split.y), generator=torch.Generator().manual_seed(seed + 7))
     names = meta.meta["class_names"]
-    landing = params.paths.landing
+    landing = Path(landing)
     landing.mkdir(parents=True, exist_ok=True)
     written = []
     for i, part in enumerate(order.tensor_split(batches)):
@@ -67,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corrupt", action="store_true", help="also land a batch the checks must reject")
     args = parser.parse_args(argv)
     try:
-        for path in land(load_params(args.params), args.batches, args.step, args.corrupt):
+        params = load_params(args.params)
+        landed = land(params.paths.prepared, params.paths.landing, params.seed, args.batches, args.step, args.corrupt)
+        for path in landed:
             print(f"landed {path}")
     except KdflowError as err:
         print(f"kdflow demo: error: {err}", file=sys.stderr)

@@ -1,10 +1,10 @@
 """New data batches: from the landing place to accepted, versioned increments.
 
-A batch arrives under paths.landing as an `.npz` file (x, y), a directory of IDX files or an image
+A batch arrives in the landing place as an `.npz` file (x, y), a directory of IDX files or an image
 folder (one directory per class name). `accept` reads it with the pipeline's own data sources,
 checks it against what the student takes (Great Expectations: input shape, class names the
 student knows, finite values in range, enough samples to hold some out), normalises it with the
-prepared data's statistics and writes paths.increments/<name>/ (train and held-out test tensors,
+prepared data's statistics and writes `<increments_dir>/<name>/` (train and held-out test tensors,
 meta.json) in one rename, so a rejected batch leaves nothing behind. The flow then DVC-tracks the
 directory and lists the name under lifelong.increments.
 """
@@ -21,7 +21,6 @@ import pandas as pd
 import torch
 
 from kdcore.artifacts import load_tensors, read_json, save_tensors, sha256_tensors, write_json
-from kdcore.config import Params
 from kdcore.data.prepared import PreparedData, load_meta
 from kdcore.data.sources import RawData, load_source
 from kdcore.data.transforms import normalise
@@ -50,11 +49,11 @@ def increment_name(path: Path) -> str:
     return "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in stem)
 
 
-def read_batch(params: Params, path: Path) -> RawData:
-    return load_source(source_of(path), path, params.data.image_size, params.data.channels)
+def read_batch(path: Path, image_size: int | None, channels: int) -> RawData:
+    return load_source(source_of(path), path, image_size, channels)
 
 
-def check_batch(params: Params, raw: RawData, meta: PreparedData, where: str) -> torch.Tensor:
+def check_batch(raw: RawData, meta: PreparedData, where: str, report_dir: Path) -> torch.Tensor:
     """Great Expectations checks of a landed batch; returns its labels as the student's class indices."""
     if tuple(raw.images.shape[1:]) != meta.input_shape:
         got = "x".join(map(str, raw.images.shape[1:]))
@@ -87,7 +86,7 @@ def check_batch(params: Params, raw: RawData, meta: PreparedData, where: str) ->
         {"increment": (table, checks), "class_counts": (counts, balance)},
         suite=f"increment {where}",
         # under the work directory: checking a batch changes nothing versioned
-        report_path=params.paths.work / "validation" / f"increment-{Path(where).name}.html",
+        report_path=Path(report_dir) / f"increment-{Path(where).name}.html",
     )
     return labels
 
@@ -114,21 +113,35 @@ class Accepted:
     classes: list[str]
 
 
-def accept(params: Params, path: Path, name: str | None = None) -> Accepted:
-    """Checks the batch at `path` and writes it as the increment `name` (default: from its file name)."""
+def accept(
+    path: Path,
+    *,
+    prepared_dir: Path,
+    increments_dir: Path,
+    accepted: list[str],
+    seed: int,
+    test_share: float,
+    report_dir: Path,
+    image_size: int | None = None,
+    channels: int = 1,
+    name: str | None = None,
+) -> Accepted:
+    """Checks the batch at `path` and writes it as the increment `name` (default: from its file name)
+    under `increments_dir`. `accepted` are the increments learned so far (lifelong.increments); the
+    held-out test share is drawn with seed + len(accepted) + 1, so each increment gets its own draw."""
     path = Path(path)
     name = name or increment_name(path)
-    if name in params.lifelong.increments:
+    if name in accepted:
         raise DataError(f"{path}: increment {name!r} is already in lifelong.increments")
-    out = params.paths.increments / name
+    out = Path(increments_dir) / name
     if out.exists():
         raise DataError(f"{out}: exists already; remove it or land the batch under another name")
-    meta = load_meta(params.paths.prepared)
-    raw = read_batch(params, path)
-    labels = check_batch(params, raw, meta, str(path))
+    meta = load_meta(prepared_dir)
+    raw = read_batch(path, image_size, channels)
+    labels = check_batch(raw, meta, str(path), report_dir)
     x = normalise(raw.images, torch.tensor(meta.meta["mean"]), torch.tensor(meta.meta["std"]))
-    seed = params.seed + len(params.lifelong.increments) + 1
-    train, test = split_test(labels, params.lifelong.test_share, seed)
+    seed = seed + len(accepted) + 1
+    train, test = split_test(labels, test_share, seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out.parent))
     try:
@@ -157,8 +170,9 @@ def accept(params: Params, path: Path, name: str | None = None) -> Accepted:
     return Accepted(name, out, len(train), len(test), classes)
 
 
-def load_increment(params: Params, name: str, task: int) -> Increment:
-    directory = params.paths.increments / name
+def load_increment(increments_dir: Path, name: str, task: int) -> Increment:
+    """The accepted increment `name` as the `task`-th of a stream."""
+    directory = Path(increments_dir) / name
     if not (directory / "meta.json").is_file():
         raise DataError(f"lifelong.increments: {name!r} has no {directory / 'meta.json'}; accept it first")
     train = load_tensors(directory / "train.safetensors")

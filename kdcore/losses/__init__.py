@@ -1,4 +1,11 @@
-"""The loss registry. Every loss maps (student logits, batch) to named parts (`LossTerms`)."""
+"""The loss registries. Every loss maps (student logits, batch) to named parts (`LossTerms`).
+
+`LOSSES` holds the response losses (functions of the logits), `features.FEATURE_LOSSES` those of
+intermediate layers, and `TERMS` the schema of each distill.terms entry (a `kdcore.schema.Term`
+subclass, defined beside its loss): params validation, the objective and the docs read the term
+names from `TERMS`. A new loss is one module here (loss, schema, both registered) and its import
+below.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ import torch
 from kdcore.registry import Registry
 
 LOSSES: Registry = Registry("loss")
+TERMS: Registry = Registry("loss term")
 
 
 @dataclass
@@ -19,4 +27,5 @@ class LossTerms:
     parts: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-from kdcore.losses import dkd, hinton  # noqa: E402,F401  (registers the losses)
+# each module registers its losses and term schemas
+from kdcore.losses import dkd, features, hinton  # noqa: E402,F401

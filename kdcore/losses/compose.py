@@ -8,7 +8,9 @@ training, the teacher's precomputed once over all transfer views (`teacher_targe
 teacher never runs inside the training loop. Layer names are checked when the objective is
 attached to the models, before any training.
 
-Terms come as plain dicts (`{"name": "kd", "weight": 0.5, ...}`, as distill.terms holds them).
+Terms come as plain dicts (`{"name": "kd", "weight": 0.5, ...}`, as distill.terms holds them); each is
+read through its registered schema (`TERMS`), which says what the loss needs (the temperature, layers)
+and validates the term's own keys.
 """
 
 from __future__ import annotations
@@ -22,11 +24,10 @@ from torch import nn
 from tqdm import tqdm
 
 from kdcore.errors import ConfigError
-from kdcore.losses import LOSSES, LossTerms
+from kdcore.losses import LOSSES, TERMS, LossTerms
 from kdcore.losses.features import FEATURE_LOSSES, TEACHER_SIDE, FeatureTaps, HintRegressor, attention_map
 from kdcore.transfer.views import Views
 
-TEMPERATURE_TERMS = ("kd", "dkd")
 MAX_TARGET_BYTES = 4 * 2**30  # precomputed teacher features larger than this are refused
 
 
@@ -61,18 +62,17 @@ class Objective:
         self._response: list[tuple[str, float, Callable[..., LossTerms]]] = []
         self._features: list[dict[str, Any]] = []
         for i, term in enumerate(self.terms):
-            name, weight = term["name"], float(term.get("weight", 1.0))
-            if name in FEATURE_LOSSES:
-                layout = ("name", "weight", "student_layers", "teacher_layers", "teacher")
-                options = {k: v for k, v in term.items() if k not in layout}  # the loss's own keyword arguments
-                self._features.append({"index": i, **term, "weight": weight, "options": options})
+            name = term.get("name")
+            if name not in TERMS:
+                raise ConfigError(f"distill.terms[{i}]: unknown term {name!r}; known: {', '.join(TERMS.names())}")
+            schema = TERMS.get(name).model_validate(term, strict=False)
+            weight = schema.weight
+            if schema.feature:
+                layout = ("student_layers", "teacher_layers", "teacher")
+                options = {k: v for k, v in schema.loss_options(temperature).items() if k not in layout}
+                self._features.append({"index": i, **schema.model_dump(), "weight": weight, "options": options})
                 continue
-            options = {k: v for k, v in term.items() if k not in ("name", "weight")}
-            if name in TEMPERATURE_TERMS:
-                options["temperature"] = temperature
-            if name == "dkd":
-                options["ce_weight"] = 0.0  # CE is its own term
-            self._response.append((name, weight, partial(LOSSES.get(name), **options)))
+            self._response.append((name, weight, partial(LOSSES.get(name), **schema.loss_options(temperature))))
         self._student_taps: FeatureTaps | None = None
         self._aux: nn.ModuleDict | None = None
 

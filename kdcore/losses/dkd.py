@@ -11,11 +11,15 @@ Samples without a label take the teacher's prediction as their target class.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar, Literal
+
 import torch
 import torch.nn.functional as F
+from pydantic import NonNegativeFloat
 
-from kdcore.losses import LOSSES, LossTerms
+from kdcore.losses import LOSSES, TERMS, LossTerms
 from kdcore.losses.hinton import UNLABELED, masked_cross_entropy
+from kdcore.schema import Term
 
 _MASK = 1e4  # subtracted from the target logit: its probability among the non-targets becomes ~0
 
@@ -66,3 +70,14 @@ def dkd_loss(
     ce = ce_weight * masked_cross_entropy(student_logits, labels)
     parts = {"tckd": alpha * tckd, "nckd": beta * nckd, "ce": ce}
     return LossTerms(total=parts["tckd"] + parts["nckd"] + ce, parts=parts)
+
+
+@TERMS.register("dkd")
+class DKDTerm(Term):
+    """Zhao et al. 2022: alpha * TCKD + beta * NCKD at distill.temperature (CE is its own term)."""
+
+    name: Literal["dkd"]
+    alpha: NonNegativeFloat = 1.0
+    beta: NonNegativeFloat = 8.0
+    uses_temperature: ClassVar[bool] = True
+    fixed_options: ClassVar[dict[str, Any]] = {"ce_weight": 0.0}

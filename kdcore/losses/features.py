@@ -12,13 +12,17 @@ teacher's raw features or their reductions alike (each reduction is idempotent).
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field, NonNegativeFloat, PositiveFloat, model_validator
 from torch import nn
 
 from kdcore.errors import ConfigError
-from kdcore.losses import LossTerms
+from kdcore.losses import TERMS, LossTerms
 from kdcore.registry import Registry
+from kdcore.schema import Term
 
 FEATURE_LOSSES: Registry = Registry("feature loss")
 
@@ -173,3 +177,48 @@ TEACHER_SIDE = {
     "attention": attention_map,
     "relational": lambda f: f.flatten(1),
 }
+
+
+# --- the terms' schemas (distill.terms entries) ------------------------------------------------------
+
+
+class FeatureTerm(Term):
+    """A loss on intermediate features: module paths of the student's and the teacher's layers, paired."""
+
+    student_layers: list[str] = Field(min_length=1, description="Module paths in the student, e.g. features.2.")
+    teacher_layers: list[str] = Field(min_length=1, description="Module paths in the teacher, one per student layer.")
+    teacher: str | None = Field(default=None, description="Which teacher's features (default: the first listed).")
+    feature: ClassVar[bool] = True
+
+    @model_validator(mode="after")
+    def _paired(self) -> FeatureTerm:
+        if len(self.student_layers) != len(self.teacher_layers):
+            raise ValueError(
+                f"student_layers ({len(self.student_layers)}) and teacher_layers ({len(self.teacher_layers)}) "
+                "must pair up one to one"
+            )
+        return self
+
+
+@TERMS.register("hint")
+class HintTerm(FeatureTerm):
+    """FitNets (Romero et al. 2015) through a learned regressor."""
+
+    name: Literal["hint"]
+
+
+@TERMS.register("attention")
+class AttentionTerm(FeatureTerm):
+    """Attention transfer (Zagoruyko & Komodakis 2017) on conv feature maps."""
+
+    name: Literal["attention"]
+    p: PositiveFloat = 2.0
+
+
+@TERMS.register("relational")
+class RelationalTerm(FeatureTerm):
+    """Relational KD (Park et al. 2019): distances and angles within the batch."""
+
+    name: Literal["relational"]
+    distance_weight: NonNegativeFloat = 25.0
+    angle_weight: NonNegativeFloat = 50.0

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
 import torch
 import torch.nn.functional as F
 
-from kdcore.losses import LOSSES, LossTerms
+from kdcore.losses import LOSSES, TERMS, LossTerms
+from kdcore.schema import Term
 
 UNLABELED = -1  # label value of a sample without a hard label
 
@@ -50,18 +53,17 @@ def kd_loss(student_logits: torch.Tensor, batch: dict[str, torch.Tensor], temper
     return LossTerms(total=kd, parts={"kd": kd})
 
 
-@LOSSES.register("hinton")
-def hinton_loss(
-    student_logits: torch.Tensor,
-    batch: dict[str, torch.Tensor],
-    temperature: float = 4.0,
-    alpha: float = 0.9,
-) -> LossTerms:
-    """alpha * T^2 * KL(softmax(z_t/T) || softmax(z_s/T)) + (1 - alpha) * CE(z_s, y) where y exists.
+@TERMS.register("ce")
+class CETerm(Term):
+    """Cross-entropy with the hard labels, where the sample has one."""
 
-    batch: "teacher_logits" (batch, classes) and "y" (batch,), -1 for unlabeled samples.
-    """
-    kd = kd_divergence(student_logits, batch["teacher_logits"], temperature)
-    ce = masked_cross_entropy(student_logits, batch["y"])
-    kd_part, ce_part = alpha * kd, (1.0 - alpha) * ce
-    return LossTerms(total=kd_part + ce_part, parts={"kd": kd_part, "ce": ce_part})
+    name: Literal["ce"]
+
+
+@TERMS.register("kd")
+class KDTerm(Term):
+    """Hinton et al. 2015: T^2 * KL(teacher || student) at distill.temperature. Hinton's loss is
+    `(1 - alpha) ce + alpha kd`: two terms with those weights."""
+
+    name: Literal["kd"]
+    uses_temperature: ClassVar[bool] = True

@@ -1,6 +1,6 @@
 """One module per DVC stage: `python -m kdcore <stage>` validates params.yaml, then runs it.
 
-Stages are the only code that reads the config and touches paths.
+Stages are the only code that reads the config and touches paths; no stage imports another.
 """
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
+# every module here is a stage, listed in an order that runs each after the stages it reads from
+# (tests/test_code_deps.py ties this list to the modules and to dvc.yaml's stages)
 STAGE_NAMES = (
     "check_params",
     "prepare",

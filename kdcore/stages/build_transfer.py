@@ -1,9 +1,12 @@
 """build_transfer: every teacher labels K views of each transfer sample once; the logits are cached.
 
-Writes `views.safetensors` (which image, which shift, which hard label: independent of the teachers,
-so the scratch student depends on it alone) and `teacher_logits.safetensors`: the soft labels the
-student learns from (`logits`: one teacher's, or the ensemble's by transfer.ensemble.method) and
-each teacher's own (`teacher/<name>`). Then checks the soft labels with Great Expectations.
+Writes, under paths.transfer, the one copy of the transfer set every later stage reads:
+`pool.safetensors` (the images the views index, real first then synthetic, their usable labels,
+which are synthetic, and the transfer settings it was built with), `views.safetensors` (which
+image, which shift and mix, which hard label) and `teacher_logits.safetensors`: the soft labels
+the student learns from (`logits`: one teacher's, or the ensemble's by transfer.ensemble.method)
+and each teacher's own (`teacher/<name>`). The soft labels are checked with Great Expectations
+before anything is written.
 """
 
 from __future__ import annotations
@@ -18,9 +21,8 @@ from kdcore.data.validate import Check, validate_or_fail
 from kdcore.errors import DataError
 from kdcore.losses.hinton import UNLABELED
 from kdcore.runtime import resolve_device
-from kdcore.stages.common import check_settings_for_kind
-from kdcore.stages.transfer_set import transfer_pool
 from kdcore.transfer.ensemble import combine_logits
+from kdcore.transfer.pool import LOGITS_FILE, POOL_FILE, VIEWS_FILE, build_pool, excluded_indices, save_pool
 from kdcore.transfer.views import (
     Views,
     cache_key,
@@ -79,8 +81,18 @@ def run(params: Params) -> None:
     cfg = params.transfer
     out = params.paths.transfer
     prepared = load_meta(params.paths.prepared)
-    check_settings_for_kind(params, prepared.meta.get("kind", "image"))
-    pool = transfer_pool(params)
+    params.check_for_kind(prepared.meta.get("kind", "image"))
+    pool = build_pool(
+        params.paths.prepared,
+        prepared.meta["sha256"],
+        params.paths.synthetic / "images.safetensors",
+        source=cfg.source,
+        exclude=excluded_indices(prepared.meta["class_names"], cfg.exclude_classes),
+        max_per_class=cfg.max_per_class,
+        synthetic_share=cfg.synthetic_share,
+        include_teacher_train=cfg.include_teacher_train,
+        labeled=cfg.labeled,
+    )
     if len(pool.images) == 0:
         raise DataError(f"transfer.source={cfg.source!r}: the transfer set is empty; synth.images must be at least 1")
     images = pool.images
@@ -118,9 +130,10 @@ def run(params: Params) -> None:
         report_path=params.paths.reports / "validation" / "build_transfer.html",
     )
 
-    save_tensors(out / "views.safetensors", {**views.as_tensors(), "y": view_labels})
+    save_pool(out / POOL_FILE, pool, cfg.model_dump(mode="json"))
+    save_tensors(out / VIEWS_FILE, {**views.as_tensors(), "y": view_labels})
     save_tensors(
-        out / "teacher_logits.safetensors",
+        out / LOGITS_FILE,
         {"logits": logits, **{f"teacher/{name}": t for name, t in members.items()}},
         meta={"teachers": ",".join(members), "ensemble": ensemble.method if len(members) > 1 else "single"},
     )

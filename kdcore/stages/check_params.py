@@ -16,7 +16,7 @@ from __future__ import annotations
 from kdcore.artifacts import write_json
 from kdcore.config import Params
 from kdcore.data.sources import class_names
-from kdcore.stages.transfer_set import excluded_indices
+from kdcore.transfer.pool import excluded_indices
 
 MARKER = "params_ok.json"
 

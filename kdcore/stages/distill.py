@@ -12,36 +12,38 @@ the small model listed under `teachers` and the larger one as the student.
 
 from __future__ import annotations
 
-from kdcore.checkpoint import load_model_dir
+from kdcore.checkpoint import load_model_dir, save_model_dir, training_checkpoint
 from kdcore.config import Params
-from kdcore.data.prepared import load_meta
+from kdcore.data.prepared import load_meta, load_split
+from kdcore.evaluate.measured import write_training_time
 from kdcore.losses.compose import Objective
-from kdcore.models import build_model
+from kdcore.models import build_model, count_params
 from kdcore.runtime import resolve_device
-from kdcore.stages.common import write_training_time
-from kdcore.stages.student import load_views, save_student, train_student
+from kdcore.training import train_student
+from kdcore.transfer.pool import load_view_set
 from kdcore.transfer.views import teacher_logits_on_views
 
 GENERATION_SEED_STEP = 1_000  # generation g trains with seed + (g - 1) * this: a new init and order
 
 
 def run(params: Params) -> None:
-    cfg = params.distill
+    cfg, student, paths = params.distill, params.student, params.paths
     device = resolve_device(params.device)
-    views = load_views(params)
+    prepared = load_meta(paths.prepared)
+    test = load_split(paths.prepared, "test")
+    views, pool = load_view_set(paths.transfer, prepared.fill)
     objective = Objective([t.model_dump(mode="json") for t in cfg.terms], cfg.temperature)
     prepare = None
     if objective.needs_teacher_features:
         name = objective.feature_teacher or next(iter(params.teachers))
-        teacher, _ = load_model_dir(params.paths.teachers / name, device)
-        prepared = load_meta(params.paths.prepared)
-        probe = build_model(params.student.model, prepared.input_shape, prepared.num_classes)
+        teacher, _ = load_model_dir(paths.teachers / name, device)
+        probe = build_model(student.model, prepared.input_shape, prepared.num_classes)
         objective.check_layers(probe, teacher)
         views.extras = objective.teacher_targets(teacher, views.x, views.views, views.fill, device)
         print(f"distill: features of teacher {name!r} on {len(views)} views ({', '.join(views.extras)})")
 
-        def prepare(student):
-            return objective.attach(student, views.extras, views.x[:2])
+        def prepare(model):
+            return objective.attach(model, views.extras, views.x[:2])
 
     config = {"distill": cfg.model_dump(mode="json")}
     generations = []
@@ -51,14 +53,24 @@ def run(params: Params) -> None:
         if g > 1:
             views.teacher_logits = teacher_logits_on_views(model, views.x, views.views, views.fill, device)
         last = g == cfg.generations
+        stage = "distill" if g == 1 else f"distill_gen{g}"
+        seed = params.seed + (g - 1) * GENERATION_SEED_STEP
+        run_config = {**config, "generation": g}
         model, history = train_student(
-            params,
-            "distill" if g == 1 else f"distill_gen{g}",
+            student.model,
+            student.train,
             views,
             objective,
-            "student_kd" if last else None,
-            {**config, "generation": g},
-            seed=params.seed + (g - 1) * GENERATION_SEED_STEP,
+            input_shape=prepared.input_shape,
+            num_classes=prepared.num_classes,
+            test=test,
+            seed=seed,
+            device=device,
+            checkpoint=training_checkpoint(
+                paths.work, stage, seed, student, run_config, prepared.meta["sha256"], len(views)
+            ),
+            live_dir=paths.live / "student_kd" if last else None,
+            desc="student_kd" if last else stage,
             prepare=prepare,
         )
         objective.detach()
@@ -67,6 +79,18 @@ def run(params: Params) -> None:
         generations.append({"generation": g, "eval_accuracy": accuracy})
         if cfg.generations > 1:
             print(f"distill: generation {g} of {cfg.generations}: eval accuracy {accuracy:.4f}")
-    write_training_time(params, "student_kd", histories)
-    save_student(params, model, params.paths.student_kd, {**config, "generations": generations}, "distill", len(views))
+    write_training_time(paths.metrics, "student_kd", histories)
+    made_by = {
+        "student": student.model_dump(mode="json"),
+        "transfer": pool.settings,
+        **config,
+        "generations": generations,
+    }
+    save_model_dir(
+        paths.student_kd, model, student.model, prepared.input_shape, prepared.num_classes, seed=params.seed,
+        config=made_by,
+    )  # fmt: skip
+    print(
+        f"distill: {student.model.name}, {count_params(model):,} parameters, {len(views)} views -> {paths.student_kd}"
+    )
     print(f"distill: eval accuracy {generations[-1]['eval_accuracy']:.4f}")

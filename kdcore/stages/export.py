@@ -1,7 +1,7 @@
 """export: ONNX files of the students (fp32 and int8 QDQ), checked and evaluated in onnxruntime.
 
 For each model in export.models: `models/export/<model>/model.onnx` (fp32) and, with export.int8,
-`model_int8.onnx` (static int8 calibrated on the first export.calibration_samples transfer images).
+`model_int8.onnx` (static int8 calibrated on the first export.calibration_samples images of build_transfer's pool).
 Each file is loaded in onnxruntime and run on the test split with one thread, the runtime that ships
 it: the fp32 file must give torch's logits (max |difference| < 1e-3), and `metrics/export.json` gets a
 row per file (`<model>_onnx`, `<model>_int8`) with accuracy, NLL, ECE, agreement with the teacher and
@@ -16,12 +16,13 @@ from kdcore.checkpoint import load_model_dir
 from kdcore.config import Params
 from kdcore.data.prepared import load_meta, load_split
 from kdcore.errors import DataError
-from kdcore.evaluate.metrics import quality_metrics
+from kdcore.evaluate.measured import write_rows
+from kdcore.evaluate.metrics import cost_metrics, quality_metrics
 from kdcore.inference import predict_logits
 from kdcore.models.onnx import OnnxModel
 from kdcore.quantize.onnx_export import export_onnx, quantize_int8
-from kdcore.stages.evaluate import cost_metrics, teacher_of, write_rows
-from kdcore.stages.transfer_set import transfer_pool
+from kdcore.transfer.ensemble import as_one_teacher
+from kdcore.transfer.pool import POOL_FILE, load_pool
 
 MAX_FP32_DIFF = 1e-3  # onnxruntime against torch on the same fp32 weights
 
@@ -30,8 +31,12 @@ def run(params: Params) -> None:
     cfg = params.export
     meta = load_meta(params.paths.prepared)
     test = load_split(params.paths.prepared, "test")
-    teacher_pred = predict_logits(teacher_of(params), test.x).argmax(1)
-    calibration = transfer_pool(params).images[: cfg.calibration_samples] if cfg.int8 else None
+    ensemble = params.transfer.ensemble
+    members = {name: load_model_dir(params.paths.teachers / name)[0] for name in params.teachers}
+    teacher = as_one_teacher(members, ensemble.method, ensemble.weights, ensemble.tau)
+    teacher_pred = predict_logits(teacher, test.x).argmax(1)
+    pool = load_pool(params.paths.transfer / POOL_FILE) if cfg.int8 else None
+    calibration = pool.images[: cfg.calibration_samples] if pool is not None else None
     torch.set_num_threads(params.evaluate.latency_threads)  # the onnxruntime sessions take this thread count
     rows: dict[str, dict[str, float]] = {}
     for key in cfg.models:
@@ -54,10 +59,12 @@ def run(params: Params) -> None:
             row = quality_metrics(logits, test.y, teacher_pred, params.evaluate.ece_bins)
             row["agreement_fp32"] = float((logits.argmax(1) == reference.argmax(1)).float().mean())
             row["max_abs_diff_fp32"] = diff
-            row.update(cost_metrics(shipped, [path], test.x, params))
+            row.update(
+                cost_metrics(shipped, [path], test.x, params.evaluate.latency_repeats, params.evaluate.latency_threads)
+            )
             rows[name] = {k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}
             print(
                 f"export: {name}: accuracy {row['accuracy']:.4f}, agreement with torch {row['agreement_fp32']:.4f}, "
                 f"{row['size_bytes']:,} bytes, {row['latency_ms_b256']:.3f} ms at batch 256 -> {path}"
             )
-    write_rows(params, "export", rows)
+    write_rows(params.paths.metrics, "export", rows)

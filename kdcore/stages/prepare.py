@@ -12,7 +12,6 @@ from kdcore.data.splits import SPLITS, stratified_split
 from kdcore.data.transforms import normalise
 from kdcore.data.validate import Check, validate_or_fail
 from kdcore.errors import DataError
-from kdcore.stages.common import check_settings_for_kind
 
 
 def build_manifest(data: RawData, split_of: list[str]) -> pd.DataFrame:
@@ -114,7 +113,7 @@ def run(params: Params) -> None:
     manifest = build_manifest(kept, split_of)
 
     num_classes = len(data.class_names)
-    check_settings_for_kind(params, data.kind)
+    params.check_for_kind(data.kind)
     checks = manifest_checks(
         len(kept.ids), num_classes, sizes, cfg.validation.min_class_fraction, pixels=data.kind == "image"
     )

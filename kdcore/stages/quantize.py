@@ -31,7 +31,8 @@ from kdcore.checkpoint import load_model_dir
 from kdcore.config import Params, TrainConfig
 from kdcore.data.prepared import load_meta, load_split
 from kdcore.errors import DataError
-from kdcore.evaluate.metrics import latency_ms, quality_metrics
+from kdcore.evaluate.measured import write_rows
+from kdcore.evaluate.metrics import cost_metrics, latency_ms, quality_metrics
 from kdcore.inference import predict_logits
 from kdcore.losses.compose import Objective
 from kdcore.models.onnx import OnnxModel
@@ -39,12 +40,10 @@ from kdcore.quantize.lowbit import check_groups, load_packed, ptq_lowbit, qat_lo
 from kdcore.quantize.onnx_export import export_onnx
 from kdcore.quantize.pt2e import Lowered, ptq_int8, qat_int8
 from kdcore.runtime import seed_everything
-from kdcore.stages.evaluate import cost_metrics, teacher_of, write_rows
-from kdcore.stages.student import load_views
-from kdcore.stages.transfer_set import transfer_pool
-from kdcore.training import fit
+from kdcore.training import ViewSet, fit
+from kdcore.transfer.ensemble import as_one_teacher
+from kdcore.transfer.pool import load_view_set
 
-LOGIT_TERMS = ("ce", "kd", "dkd")  # terms that need only the student's logits
 MAX_PACKED_DIFF = 1e-4  # the packed file's model against the quantized model it was written from
 
 
@@ -53,16 +52,15 @@ def qat_objective(params: Params) -> tuple[Objective, str]:
     cfg = params.quantize.qat
     if cfg.targets == "labels":
         return Objective([{"name": "ce", "weight": 1.0}], params.distill.temperature), "_qat_labels"
-    terms = [t.model_dump(mode="json") for t in params.distill.terms if t.name in LOGIT_TERMS]
+    terms = [t.model_dump(mode="json") for t in params.distill.terms if not t.feature]  # logits only
     if not terms:
         raise DataError("quantize.qat.targets: kd needs a kd, dkd or ce term in distill.terms")
     return Objective(terms, params.distill.temperature), "_qat"
 
 
-def qat_trainer(params: Params, name: str) -> Callable[[nn.Module], None]:
+def qat_trainer(params: Params, views: ViewSet, name: str) -> Callable[[nn.Module], None]:
     """Trains a fake-quantized module on the transfer views for quantize.qat's budget."""
     cfg = params.quantize.qat
-    views = load_views(params)
     objective, _ = qat_objective(params)
     if cfg.targets == "labels" and not bool((views.y >= 0).any()):
         raise DataError("quantize.qat.targets: labels needs labelled transfer views; the transfer set has none")
@@ -81,7 +79,7 @@ def evaluate_file(
     logits = predict_logits(model, test.x)
     row = quality_metrics(logits, test.y, teacher_pred, params.evaluate.ece_bins)
     row["agreement_fp32"] = float((logits.argmax(1) == reference.argmax(1)).float().mean())
-    row.update(cost_metrics(model, files, test.x, params))
+    row.update(cost_metrics(model, files, test.x, params.evaluate.latency_repeats, params.evaluate.latency_threads))
     return row
 
 
@@ -102,8 +100,12 @@ def run(params: Params) -> None:
     cfg = params.quantize
     meta = load_meta(params.paths.prepared)
     test = load_split(params.paths.prepared, "test")
-    teacher_pred = predict_logits(teacher_of(params), test.x).argmax(1)
-    calibration = transfer_pool(params).images[: cfg.calibration_samples]
+    ensemble = params.transfer.ensemble
+    members = {name: load_model_dir(params.paths.teachers / name)[0] for name in params.teachers}
+    teacher = as_one_teacher(members, ensemble.method, ensemble.weights, ensemble.tau)
+    teacher_pred = predict_logits(teacher, test.x).argmax(1)
+    views, pool = load_view_set(params.paths.transfer, meta.fill)
+    calibration = pool.images[: cfg.calibration_samples]
     _, suffix = qat_objective(params)
     rows: dict[str, dict[str, float]] = {}
     for key in cfg.models:
@@ -116,7 +118,7 @@ def run(params: Params) -> None:
         if cfg.int8:
             graphs[f"{key}_int8_pt2e"] = (ptq_int8(fp32, calibration, what=key), out / "int8_ptq.onnx")
         if cfg.int8_qat:
-            trained = qat_int8(fp32, calibration, qat_trainer(params, f"{key} int8{suffix}"), what=key)
+            trained = qat_int8(fp32, calibration, qat_trainer(params, views, f"{key} int8{suffix}"), what=key)
             graphs[f"{key}_int8{suffix}"] = (trained, out / f"int8{suffix}.onnx")
         if cfg.dynamic_int8:
             dynamic = ptq_int8(fp32, calibration, dynamic=True, what=key)
@@ -130,7 +132,7 @@ def run(params: Params) -> None:
             bits, group = cfg.low_bit.bits, cfg.low_bit.group
             lowbit = {f"{key}_int{bits}": (ptq_lowbit(fp32, bits, group, key), out / f"int{bits}.safetensors")}
             if cfg.low_bit_qat:
-                trainer = qat_trainer(params, f"{key} int{bits}{suffix}")
+                trainer = qat_trainer(params, views, f"{key} int{bits}{suffix}")
                 model = qat_lowbit(fp32, bits, group, trainer, key)
                 lowbit[f"{key}_int{bits}{suffix}"] = (model, out / f"int{bits}{suffix}.safetensors")
             for name, (quantized, path) in lowbit.items():
@@ -148,4 +150,4 @@ def run(params: Params) -> None:
                 f"{row['latency_ms_b256']:.3f} ms at batch 256"
             )
     rounded = {n: {k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()} for n, r in rows.items()}
-    write_rows(params, "quantize", rounded)
+    write_rows(params.paths.metrics, "quantize", rounded)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from kdcore.artifacts import save_tensors, sha256_file, write_json, write_text
-from kdcore.checkpoint import load_model_dir, weights_file
+from kdcore.checkpoint import fingerprint, load_model_dir, weights_file
 from kdcore.config import Params
 from kdcore.data.prepared import load_meta
 from kdcore.data.validate import validate_or_fail
@@ -22,7 +22,6 @@ from kdcore.evaluate.plots import save_sample_grid
 from kdcore.inference import predict_logits
 from kdcore.models import build_model
 from kdcore.runtime import resolve_device, seed_everything
-from kdcore.stages.common import fingerprint
 from kdcore.synth import SYNTHESIZERS, PixelBounds, SynthContext
 from kdcore.synth.checks import synthetic_checks, synthetic_tables
 from kdcore.synth.pool import clear_pool, synthesize_pool

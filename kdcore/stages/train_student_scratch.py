@@ -1,21 +1,62 @@
-"""train_student_scratch: the baseline. The same student, views and budget, hard labels only."""
+"""train_student_scratch: the baseline. The same student, views and budget, hard labels only.
+
+It learns from the real transfer split (and the teacher's split with transfer.include_teacher_train),
+shifted as build_transfer shifts it (transfer.views, transfer.shift), whatever transfer.source is, so
+the baseline stays the same when the distilled student's data changes. It reads the prepared splits,
+never build_transfer's outputs.
+"""
 
 from __future__ import annotations
 
+from kdcore.checkpoint import save_model_dir, training_checkpoint
 from kdcore.config import Params
+from kdcore.data.prepared import load_meta, load_split
+from kdcore.evaluate.measured import write_training_time
 from kdcore.losses import LOSSES
-from kdcore.stages.common import write_training_time
-from kdcore.stages.student import save_student, scratch_views, train_student
-from kdcore.training import ViewSet
+from kdcore.models import count_params
+from kdcore.runtime import resolve_device
+from kdcore.training import ViewSet, train_student
+from kdcore.transfer.pool import real_transfer_images
+from kdcore.transfer.views import make_views
+
+SCRATCH_TRANSFER_KEYS = ("views", "shift", "include_teacher_train", "labeled")  # what it reads of params.transfer
 
 
 def run(params: Params) -> None:
-    views = scratch_views(params)
-    labeled = views.y >= 0
-    # only views whose sample carries a label: the scratch student has nothing else to learn from
-    views = ViewSet(views.x, views.src[labeled], views.dx[labeled], views.dy[labeled], views.y[labeled], views.fill)
+    cfg, student, paths = params.transfer, params.student, params.paths
+    prepared = load_meta(paths.prepared)
+    test = load_split(paths.prepared, "test")
+    images, labels, _ = real_transfer_images(paths.prepared, cfg.include_teacher_train, cfg.labeled)
+    made = make_views(len(images), cfg.views, cfg.shift, params.seed)
+    labeled = labels[made.src] >= 0  # only views whose sample carries a label: nothing else to learn from
+    views = ViewSet(
+        images, made.src[labeled], made.dx[labeled], made.dy[labeled], labels[made.src][labeled], prepared.fill
+    )
     config = {"loss": "ce"}
-    model, history = train_student(params, "train_student_scratch", views, LOSSES.get("ce"), "student_scratch", config)
-    write_training_time(params, "student_scratch", [history])
-    save_student(params, model, params.paths.student_scratch, config, "train_student_scratch", len(views))
+    model, history = train_student(
+        student.model,
+        student.train,
+        views,
+        LOSSES.get("ce"),
+        input_shape=prepared.input_shape,
+        num_classes=prepared.num_classes,
+        test=test,
+        seed=params.seed,
+        device=resolve_device(params.device),
+        checkpoint=training_checkpoint(
+            paths.work, "train_student_scratch", params.seed, student, config, prepared.meta["sha256"], len(views)
+        ),
+        live_dir=paths.live / "student_scratch",
+        desc="student_scratch",
+    )
+    write_training_time(paths.metrics, "student_scratch", [history])
+    transfer = {k: v for k, v in cfg.model_dump(mode="json").items() if k in SCRATCH_TRANSFER_KEYS}
+    save_model_dir(
+        paths.student_scratch, model, student.model, prepared.input_shape, prepared.num_classes, seed=params.seed,
+        config={"student": student.model_dump(mode="json"), "transfer": transfer, **config},
+    )  # fmt: skip
+    print(
+        f"train_student_scratch: {student.model.name}, {count_params(model):,} parameters, {len(views)} views "
+        f"-> {paths.student_scratch}"
+    )
     print(f"train_student_scratch: eval accuracy {history[-1]['eval/accuracy']:.4f}")

@@ -17,16 +17,16 @@ from safetensors.torch import load_file
 from torch import nn
 
 from kdcore.artifacts import save_with, sha256_file, write_json
-from kdcore.checkpoint import META, ONNX, WEIGHTS, save_model_dir
+from kdcore.checkpoint import META, ONNX, WEIGHTS, save_model_dir, training_checkpoint
 from kdcore.config import Params, TeacherConfig
 from kdcore.data.prepared import load_meta, load_split
 from kdcore.errors import ConfigError, DataError
+from kdcore.evaluate.measured import write_training_time
 from kdcore.inference import predict_logits
 from kdcore.losses import LOSSES
 from kdcore.models import build_model, count_params, require_file
 from kdcore.models.onnx import OnnxModel
 from kdcore.runtime import resolve_device, seed_everything
-from kdcore.stages.common import check_settings_for_kind, training_checkpoint, write_training_time
 from kdcore.training import ImageSet, fit
 
 
@@ -38,7 +38,7 @@ def subset_index(n: int, fraction: float, seed: int) -> torch.Tensor:
 
 def train_one(params: Params, name: str) -> None:
     prepared = load_meta(params.paths.prepared)
-    check_settings_for_kind(params, prepared.meta.get("kind", "image"))
+    params.check_for_kind(prepared.meta.get("kind", "image"))
     train, test = load_split(params.paths.prepared, "teacher_train"), load_split(params.paths.prepared, "test")
     cfg = params.teachers[name]
     seed = params.teacher_seed(name)
@@ -48,7 +48,9 @@ def train_one(params: Params, name: str) -> None:
         x, y = x[index], y[index]
     seed_everything(seed)
     model = build_model(cfg.model, prepared.input_shape, prepared.num_classes)
-    checkpoint = training_checkpoint(params, f"train_teacher@{name}", seed, cfg, prepared.meta["sha256"])
+    checkpoint = training_checkpoint(
+        params.paths.work, f"train_teacher@{name}", params.seed, seed, cfg, prepared.meta["sha256"]
+    )
     history = fit(
         model,
         ImageSet(x, y, prepared.fill, shift=cfg.train.shift),
@@ -62,7 +64,7 @@ def train_one(params: Params, name: str) -> None:
         desc=f"teacher {name}",
     )
     out = params.paths.teachers / name
-    write_training_time(params, f"teacher_{name}", [history])
+    write_training_time(params.paths.metrics, f"teacher_{name}", [history])
     save_model_dir(
         out,
         model.cpu(),
@@ -137,7 +139,7 @@ def use_as_is(params: Params, name: str) -> None:
     live = params.paths.live / "teachers" / name
     shutil.rmtree(live, ignore_errors=True)
     log_evaluation(live, accuracy)
-    write_training_time(params, f"teacher_{name}", [])  # not trained here
+    write_training_time(params.paths.metrics, f"teacher_{name}", [])  # not trained here
     print(
         f"teacher {name}: trained elsewhere ({cfg.origin}, {source}), {count_params(model):,} parameters, "
         f"used as it is; test accuracy {accuracy:.4f} -> {out}"

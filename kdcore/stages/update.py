@@ -54,7 +54,9 @@ def run(params: Params) -> None:
         if params.teachers[name].origin == "onnx":
             raise ConfigError(f"lifelong.method=teacher fine-tunes teacher {name!r}, an ONNX model it cannot train")
         teacher, _ = load_model_dir(params.paths.teachers / name)
-    stream = [base_increment(params)] + [load_increment(params, n, i + 1) for i, n in enumerate(cfg.increments)]
+    stream = [base_increment(params)] + [
+        load_increment(params.paths.increments, n, i + 1) for i, n in enumerate(cfg.increments)
+    ]
     names = [inc.name for inc in stream]
     spec = params.student.model
 

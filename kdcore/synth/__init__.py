@@ -11,7 +11,6 @@ on disk and resumes after a kill. Methods:
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,5 +105,7 @@ class SynthContext:
 
 SYNTHESIZERS: Registry = Registry("synthesis method")
 
-for _method in ("noise", "inversion", "generator"):  # each module registers its method
-    importlib.import_module(f"kdcore.synth.{_method}")
+# each method's module registers it
+import kdcore.synth.generator  # noqa: E402,F401
+import kdcore.synth.inversion  # noqa: E402,F401
+import kdcore.synth.noise  # noqa: E402,F401

@@ -70,3 +70,12 @@ class Ensemble(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = torch.stack([member(x) for member in self.members])  # (members, batch, classes)
         return combine_logits(logits, self.method, self.weights, self.tau)
+
+
+def as_one_teacher(
+    members: dict[str, nn.Module], method: str, weights: list[float] | None = None, tau: float = 1.0
+) -> nn.Module:
+    """What the students learned from: the one teacher, or the teachers' ensemble as build_transfer combined them."""
+    if len(members) == 1:
+        return next(iter(members.values()))
+    return Ensemble(list(members.values()), method, weights, tau)

@@ -2,7 +2,7 @@
 
 A variant is a name and dotted overrides of params.yaml (`{"distill.temperature": 4.0}`). For each
 (variant, seed) the stages run in a scratch workspace; each stage's output lives under a key made
-of exactly the params it reads (as dvc.yaml declares them), so a teacher, a transfer set or a
+of exactly the params it reads, as dvc.yaml declares them (read from dvc.yaml), so a teacher, a transfer set or a
 scratch student that several variants share is trained once. Each run ends with the real
 `evaluate` stage; its metrics and the training time of each model make one row.
 """
@@ -14,13 +14,18 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from kdcore.artifacts import read_json, write_json
 from kdcore.config import Params, parse_params, read_yaml
-from kdcore.methods_report import summary_columns
+from kdcore.evaluate.methods_report import summary_columns
 from kdcore.stages import get_stage
+
+DVC_YAML = Path(__file__).resolve().parents[2] / "dvc.yaml"
 
 
 def set_dotted(raw: dict, key: str, value: Any) -> None:
@@ -36,26 +41,75 @@ def key_of(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+MISSING = "<unset>"  # a declared param the params leave out
+
+
+def lookup(raw: dict, dotted: str) -> Any:
+    """raw's value at "a.b.c", or MISSING."""
+    node: Any = raw
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return MISSING
+        node = node[part]
+    return node
+
+
+@cache
+def pipeline_spec(dvc_yaml: Path = DVC_YAML) -> dict[str, dict[str, list[str]]]:
+    """{stage: {"params": [...], "deps": [...], "outs": [...]}} as dvc.yaml declares them (a foreach
+    stage's `do` block, `${key}` left in); the one list of which params each stage reads."""
+    stages = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8"))["stages"]
+
+    def names(entries: list) -> list[str]:
+        return [e if isinstance(e, str) else next(iter(e)) for e in entries or []]
+
+    return {
+        name: {k: names(body.get(k)) for k in ("params", "deps", "outs")}
+        for name, spec in stages.items()
+        for body in [spec.get("do", spec)]
+    }
+
+
+def _within(dep: str, out: str) -> bool:
+    return dep == out or dep.startswith(out + "/") or out.startswith(dep + "/")
+
+
+SWEPT = ("prepare", "train_teacher", "synthesize", "build_transfer", "train_student_scratch", "distill")
+
+
 def stage_keys(raw: dict, synth_device: str | None = None) -> dict[str, str]:
-    """The output key of each stage (teachers one by one): a hash of the params it reads (and the
-    synthesis device, where it is not the others')."""
-    common = {"seed": raw["seed"], "data": raw["data"], "threads": raw.get("cpu_threads"), "device": raw["device"]}
-    transfer = raw.get("transfer", {})
-    scratch_transfer = {k: transfer.get(k) for k in ("views", "shift", "include_teacher_train", "labeled")}
-    keys = {"prepare": key_of({"seed": raw["seed"], "data": raw["data"]})}
-    for name, teacher in raw["teachers"].items():
-        keys[f"teacher@{name}"] = key_of({**common, "teacher": teacher})
-    keys["teachers"] = key_of({**common, "teachers": raw["teachers"]})
-    synth = raw.get("synth") or {}
-    # the student's architecture shapes the pool only through the proxy student of the disagreement terms
-    proxy = {"student": raw["student"]["model"]} if synth.get("disagreement_weight", 0) > 0 else {}
-    keys["synthesize"] = key_of({**common, "teachers": raw["teachers"], "synth": synth,
-                                 "source": transfer.get("source"), **proxy,
-                                 **({"synth_device": synth_device} if synth_device else {})})  # fmt: skip
-    made = {"teachers": raw["teachers"], "transfer": transfer, "synth": keys["synthesize"]}
-    keys["build_transfer"] = key_of({**common, **made})
-    keys["train_student_scratch"] = key_of({**common, "transfer": scratch_transfer, "student": raw["student"]})
-    keys["distill"] = key_of({**common, **made, "student": raw["student"], "distill": raw.get("distill")})
+    """The output key of each stage the sweep runs (teachers one by one as `teacher@<name>`, all of them
+    as `teachers`): a hash of the values of the params dvc.yaml declares for the stage and of the keys
+    of the stages whose outputs its deps name, so two runs share an output exactly when DVC would.
+
+    One refinement on dvc.yaml: synthesis reads `student.model` only to build the proxy student of the
+    disagreement terms, so with synth.disagreement_weight 0 the pool is shared across students. The
+    synthesis device, where it differs from the others', is part of synthesize's key."""
+    spec = pipeline_spec()
+    teachers = list(raw["teachers"])
+    keys: dict[str, str] = {}
+    producers: list[tuple[str, str]] = []  # (an out path, the key of what wrote it)
+    for stage in SWEPT:
+        instances = [(f"teacher@{t}", t) for t in teachers] if stage == "train_teacher" else [(stage, None)]
+        for name, item in instances:
+
+            def resolved(text: str, item: str | None = item) -> str:
+                return text.replace("${key}", item) if item is not None else text
+
+            declared = [resolved(p) for p in spec[stage]["params"]]
+            weight = lookup(raw, "synth.disagreement_weight")
+            if stage == "synthesize" and not (isinstance(weight, int | float) and weight > 0):
+                declared = [p for p in declared if p != "student.model"]
+            values = {p: lookup(raw, p) for p in declared}
+            if stage == "synthesize" and synth_device:
+                values["synth_device"] = synth_device
+            upstream = sorted(
+                {key for dep in spec[stage]["deps"] for out, key in producers if _within(resolved(dep), out)}
+            )
+            keys[name] = key_of({"params": values, "upstream": upstream})
+            producers += [(resolved(out), keys[name]) for out in spec[stage]["outs"]]
+        if stage == "train_teacher":
+            keys["teachers"] = key_of([keys[f"teacher@{t}"] for t in teachers])
     return keys
 
 
@@ -187,13 +241,13 @@ def plan(variants: list[dict[str, Any]], seeds: list[int]) -> Iterator[tuple[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    """One (variant, seed) run in its own process: `python -m kdcore.sweep --name N --seed S ...`."""
+    """One (variant, seed) run in its own process: `python -m kdcore.experiments.sweep --name N --seed S ...`."""
     import argparse
     import sys
 
     from kdcore.errors import KdflowError
 
-    parser = argparse.ArgumentParser(prog="python -m kdcore.sweep", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m kdcore.experiments.sweep", description=main.__doc__)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--name", required=True)

@@ -1,0 +1,156 @@
+"""Params: the whole of params.yaml, each section validated by its own model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, field_validator, model_validator
+
+from kdcore.config.base import NAME
+from kdcore.config.data import DataConfig
+from kdcore.config.deploy import EvaluateConfig, ExportConfig, GateConfig, QuantizeConfig
+from kdcore.config.distill import FEATURE_TERMS, DistillConfig
+from kdcore.config.lifelong import LifelongConfig
+from kdcore.config.models import StudentConfig, TeacherConfig
+from kdcore.config.transfer import SynthConfig, TransferConfig
+from kdcore.errors import ConfigError
+from kdcore.schema import FilePath, Section
+
+
+class OrchestrationConfig(Section):
+    """How Prefect runs the DVC stages."""
+
+    retries: NonNegativeInt = Field(default=1, le=10, description="Retries of a failing stage.")
+    retry_delay_s: NonNegativeFloat = Field(default=5.0, le=3600, description="Seconds between retries.")
+    parallel: PositiveInt = Field(
+        default=1, le=64, description="Stages run at once (independent ones only, e.g. the teachers)."
+    )
+    task_runner: Literal["thread", "dask", "auto"] = Field(
+        default="auto", description="Prefect task runner: thread pool, Dask, or Dask when installed (auto)."
+    )
+    push: bool = Field(
+        default=True, description="`dvc push` the run's models and data to the DVC remote after the commit."
+    )
+
+
+class Paths(Section):
+    prepared: FilePath = Path("data/prepared")
+    teachers: FilePath = Field(default=Path("models/teachers"), description="One directory per teacher, by name.")
+    transfer: FilePath = Path("data/transfer")
+    synthetic: FilePath = Field(default=Path("data/synthetic"), description="The synthesize stage's images.")
+    student_kd: FilePath = Path("models/student_kd")
+    student_scratch: FilePath = Path("models/student_scratch")
+    metrics: FilePath = Path("metrics")
+    plots: FilePath = Path("plots")
+    reports: FilePath = Path("reports")
+    live: FilePath = Path("dvclive")
+    work: FilePath = Field(default=Path(".kdflow"), description="Resume checkpoints and the teacher-output cache.")
+    landing: FilePath = Field(default=Path("data/landing"), description="Where new increments arrive (not versioned).")
+    increments: FilePath = Field(default=Path("data/increments"), description="Accepted increments, one DVC-tracked "
+                             "directory each.")  # fmt: skip
+    updates: FilePath = Field(default=Path("models/updates"), description="The student after each accepted increment.")
+    exported: FilePath = Field(default=Path("models/export"), description="ONNX files of the students (export stage).")
+    quantized: FilePath = Field(default=Path("models/quantized"), description="Quantized students (quantize stage).")
+
+
+class Params(Section):
+    seed: NonNegativeInt = 0
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    cpu_threads: PositiveInt = Field(
+        default=2, le=256, description="Torch CPU threads per stage; fixed, since results depend on it."
+    )
+    paths: Paths = Paths()
+    data: DataConfig
+    teachers: dict[str, TeacherConfig] = Field(min_length=1, description="The teachers, by name.")
+    transfer: TransferConfig = TransferConfig()
+    synth: SynthConfig = SynthConfig()
+    student: StudentConfig
+    distill: DistillConfig = DistillConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    gate: GateConfig = GateConfig()
+    lifelong: LifelongConfig = LifelongConfig()
+    export: ExportConfig = ExportConfig()
+    quantize: QuantizeConfig = QuantizeConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
+
+    @field_validator("teachers")
+    @classmethod
+    def _teacher_names(cls, teachers: dict[str, TeacherConfig]) -> dict[str, TeacherConfig]:
+        for name in teachers:
+            if not NAME.fullmatch(name):
+                raise ValueError(f"teacher name {name!r} must be letters, digits, '_' or '-' (it names a stage)")
+        return teachers
+
+    @model_validator(mode="after")
+    def _ensemble_matches_teachers(self) -> Params:
+        ensemble = self.transfer.ensemble
+        if ensemble.method == "weights":
+            if ensemble.weights is None or len(ensemble.weights) != len(self.teachers):
+                raise ValueError(
+                    f"transfer.ensemble.weights needs one weight per teacher ({', '.join(self.teachers)}), "
+                    f"got {ensemble.weights}"
+                )
+            if sum(ensemble.weights) <= 0:
+                raise ValueError("transfer.ensemble.weights must not all be zero")
+        for term in self.distill.terms:
+            source = getattr(term, "teacher", None)
+            if source is not None and source not in self.teachers:
+                raise ValueError(
+                    f"distill.terms: {term.name} takes features from teacher {source!r}, "
+                    f"which is not in teachers ({', '.join(self.teachers)})"
+                )
+            if term.name in FEATURE_TERMS:
+                name = source or next(iter(self.teachers))
+                if self.teachers[name].origin == "onnx":
+                    raise ValueError(
+                        f"distill.terms: {term.name} reads layers of teacher {name!r}, an ONNX model run as a "
+                        "black box (logits only); use response terms (ce, kd, dkd) or give it as pretrained weights"
+                    )
+        return self
+
+    @model_validator(mode="after")
+    def _synth_teacher_known(self) -> Params:
+        if self.synth.teacher is not None and self.synth.teacher not in self.teachers:
+            raise ValueError(f"synth.teacher {self.synth.teacher!r} is not in teachers ({', '.join(self.teachers)})")
+        name = self.synth_teacher()
+        if self.transfer.source != "real" and self.synth.method != "noise" and self.teachers[name].origin == "onnx":
+            raise ValueError(
+                f"synth.method={self.synth.method} needs the gradients of teacher {name!r}, an ONNX model run as a "
+                "black box (logits only); use synth.method: noise or give the teacher as pretrained weights"
+            )
+        return self
+
+    def synth_teacher(self) -> str:
+        """The teacher the synthetic data is made from."""
+        return self.synth.teacher or next(iter(self.teachers))
+
+    def check_for_kind(self, kind: str) -> None:
+        """Vectors have no pixels: shifts and cutmix would move or cut features, so they must be off."""
+        if kind != "vector":
+            return
+        wrong = [
+            f"teachers.{name}.train.shift" for name, t in self.teachers.items() if t.train is not None and t.train.shift
+        ]
+        if self.transfer.shift and self.transfer.views > 1:
+            wrong.append("transfer.shift")
+        if self.transfer.mix in ("cutmix", "both"):
+            wrong.append("transfer.mix (cutmix)")
+        if wrong:
+            raise ConfigError(
+                f"data.path {self.data.path} holds (N, D) vectors, which have no pixels to shift or cut: "
+                f"set {', '.join(wrong)} to 0 / none (mixup views work for vectors)"
+            )
+
+    def teacher_seed(self, name: str) -> int:
+        """The seed a teacher trains with: the global seed plus its own."""
+        return self.seed + self.teachers[name].seed
+
+    @model_validator(mode="after")
+    def _scratch_has_labels(self) -> Params:
+        if not self.transfer.labeled and not self.transfer.include_teacher_train:
+            raise ValueError(
+                "transfer.labeled=false needs transfer.include_teacher_train=true: "
+                "otherwise the scratch student has no labeled data"
+            )
+        return self
