@@ -2,12 +2,17 @@
 then the outputs travel: `dvc push` to a fresh remote and `dvc pull` into a second clone, timed.
 
     python benchmarks/repro_twice.py [--rev HEAD]
+    python benchmarks/repro_twice.py --rev HEAD --against REV   # HEAD's outputs against another commit's
 
 Clones the project at `--rev` into a temporary directory, runs `dvc repro -f` twice, hashes every file
 under every output dvc.yaml declares (DVC-cached and git-kept alike), and prints the files whose bytes
 differ between the runs, then `dvc status` after the second run. The files that hold measured
 wall-clock times (metrics/timings/, reports/latency.md) are expected to differ and are listed as such;
 any other difference is a defect, and so is a clone that pulls other bytes.
+
+With `--against REV`, each of the two commits is cloned and reproduced once (`dvc repro -f`), and
+every output file of either is compared: the check that a change of structure left what the
+pipeline computes as it was. Files only one commit writes are listed apart.
 """
 
 from __future__ import annotations
@@ -61,10 +66,39 @@ def holds_timings(path: str) -> bool:
     return "/timings/" in f"/{path}" or path.endswith("latency.md")
 
 
+def against(rev: str, other: str) -> int:
+    """One `dvc repro -f` at each commit, in its own clone; every output file of either compared."""
+    with tempfile.TemporaryDirectory() as tmp:
+        hashes, seconds = {}, {}
+        for name in (other, rev):
+            repo = Path(tmp) / f"kdflow-{len(hashes)}"
+            sh(Path(tmp), "git", "clone", "-q", str(ROOT), str(repo))
+            sh(repo, "git", "checkout", "-q", name)
+            started = time.perf_counter()
+            sh(repo, "dvc", "repro", "-f")
+            seconds[name] = time.perf_counter() - started
+            hashes[name] = hash_tree(repo, outputs(repo))
+        old, new = hashes[other], hashes[rev]
+        both = sorted(old.keys() & new.keys())
+        differ = [f for f in both if old[f] != new[f]]
+        timed = [f for f in differ if holds_timings(f)]
+        other_files = [f for f in differ if f not in timed]
+        print(f"dvc repro -f at {other}: {seconds[other]:.0f} s; at {rev}: {seconds[rev]:.0f} s")
+        print(f"output files in both: {len(both)}; identical: {len(both) - len(differ)}; differ: {len(differ)}")
+        print(f"  differ, holding measured times: {json.dumps(timed)}")
+        print(f"  differ, anything else: {json.dumps(other_files)}")
+        print(f"  only at {other}: {json.dumps(sorted(old.keys() - new.keys()))}")
+        print(f"  only at {rev}: {json.dumps(sorted(new.keys() - old.keys()))}")
+        return 1 if other_files else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rev", default="HEAD")
+    parser.add_argument("--against", help="compare --rev's outputs with this commit's instead of running twice")
     args = parser.parse_args()
+    if args.against:
+        return against(args.rev, args.against)
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "kdflow"
         sh(Path(tmp), "git", "clone", "-q", str(ROOT), str(repo))

@@ -1,9 +1,18 @@
-"""Shared fixtures: tiny params on scikit-learn's digits, so every stage runs in seconds."""
+"""Shared fixtures: tiny params on scikit-learn's digits, so every stage runs in seconds.
+
+The expensive setup is built once per test run and copied per test (litgpt's tiny configs, timm's
+shared fixtures): `tiny_run`, every stage of the tiny pipeline run in-process, and `tiny_repo`, the
+tiny pipeline reproduced by `dvc repro` in a git repository. Under pytest-xdist the workers share one
+build of each (a file lock: the first worker builds, the others wait and copy).
+"""
 
 from __future__ import annotations
 
 import copy
+import json
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -85,6 +94,96 @@ def tiny_raw(root: Path | None = None, **overrides: object) -> dict:
 @pytest.fixture
 def tiny_params(tmp_path: Path) -> Params:
     return parse_params(tiny_raw(tmp_path))
+
+
+def shared_build(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """`build(dir)` run once per test run, whatever the number of xdist workers; returns the directory.
+    A build that failed is not retried by the next worker: it fails the same way, with its error."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the run's directory, above each worker's own
+    target, done = base / f"shared-{name}", base / f"shared-{name}.json"
+    with FileLock(str(base / f"shared-{name}.lock")):
+        if not done.is_file():
+            try:
+                build(target)
+                done.write_text(json.dumps({"ok": True}))
+            except BaseException as err:
+                done.write_text(json.dumps({"ok": False, "error": f"{type(err).__name__}: {err}"}))
+                raise
+    state = json.loads(done.read_text())
+    if not state["ok"]:
+        pytest.fail(f"the shared {name} build failed: {state['error']}")
+    return target
+
+
+def _run_every_stage(root: Path) -> None:
+    from kdcore.stages import STAGE_NAMES, get_stage
+
+    params = parse_params(tiny_raw(root))
+    for name in STAGE_NAMES:
+        get_stage(name)(params)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny pipeline, every stage run once in-process (paths as `tiny_raw(root)` puts them). Read
+    it, never write to it: copy it with `copy_run` to change anything."""
+    return shared_build(tmp_path_factory, "tiny_run", _run_every_stage)
+
+
+def copy_run(run: Path, dest: Path, raw: dict | None = None, **overrides: object) -> Params:
+    """A copy of a finished tiny run at `dest`, and its params: `raw` (rooted at `dest`, as
+    `tiny_raw(dest, ...)` makes it) or the tiny ones with `overrides`."""
+    shutil.copytree(run, dest, dirs_exist_ok=True)
+    if raw is None:
+        raw = tiny_raw(dest, **overrides)
+    return parse_params(raw)
+
+
+def repo_raw() -> dict:
+    """The params of the shared DVC project: two teachers (an ensemble), a gate the tiny student passes,
+    and quantization without its two QAT trainings (they are tested in-process, test_quantize.py and
+    test_stages.py; here the quantize stage reruns in several tests)."""
+    raw = with_two_teachers(tiny_raw())
+    raw["quantize"] = {"int8_qat": False, "low_bit_qat": False}
+    raw["gate"] = {"min_accuracy": 0.3, "max_drop": 0.5}
+    raw["orchestration"] = {"retries": 1, "retry_delay_s": 0}
+    return raw
+
+
+def _reproduce_project(root: Path) -> None:
+    from tests.projects import make_project, sh
+
+    repo = make_project(root, repo_raw())
+    sh(repo, "dvc", "repro")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "the tiny pipeline, reproduced")
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git repository of the real code, dvc.yaml and `repo_raw()` params in which `dvc repro` ran
+    every stage once and the results were committed (DVC's cache and run cache included). Read it,
+    never write to it: copy it with `copy_repo`."""
+    return shared_build(tmp_path_factory, "tiny_repo", _reproduce_project)
+
+
+def copy_repo(repo: Path, dest: Path) -> Path:
+    """A copy of a repository (git, DVC cache and workspace) at `dest`."""
+    shutil.copytree(repo, dest, symlinks=True)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One temporary Prefect server for the test run (per xdist worker)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
 
 
 def write_params(path: Path, raw: dict) -> Path:

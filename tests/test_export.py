@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,23 +11,22 @@ import torch
 
 from kdcore.artifacts import sha256_file
 from kdcore.checkpoint import load_model_dir
-from kdcore.config import parse_params
 from kdcore.data.prepared import load_split
 from kdcore.inference import predict_logits
 from kdcore.models.onnx import OnnxModel
 from kdcore.quantize.onnx_export import export_onnx, quantize_int8
 from kdcore.stages import get_stage
-from tests.conftest import tiny_raw
+from tests.conftest import copy_run, tiny_raw
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory):
+def trained(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A copy of the tiny pipeline's run, its export stage set to both students."""
     root = tmp_path_factory.mktemp("export")
     raw = tiny_raw(root)
     raw["export"] = {"models": ["student_kd", "student_scratch"], "calibration_samples": 128}
-    params = parse_params(raw)
-    for stage in ("prepare", "train_teacher", "synthesize", "build_transfer", "distill", "train_student_scratch"):
-        get_stage(stage)(params)
+    params = copy_run(tiny_run, root, raw)
+    shutil.rmtree(params.paths.exported)  # as DVC removes a stage's outputs before it runs
     return params
 
 

@@ -16,18 +16,17 @@ from kdcore.checkpoint import load_model_dir
 from kdcore.config import parse_params
 from kdcore.errors import ConfigError, DataError
 from kdcore.stages import get_stage
-from tests.conftest import TINY, tiny_raw
+from tests.conftest import TINY, copy_run, tiny_raw
 
 CNN = TINY["teachers"]["cnn"]["model"]
 
 
 @pytest.fixture(scope="module")
-def elsewhere(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Project A trains a teacher; its weights and an ONNX export are what another project receives."""
+def elsewhere(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Project A trains a teacher (the tiny run's); its weights and an ONNX export are what another
+    project receives."""
     root = tmp_path_factory.mktemp("project_a")
-    params = parse_params(tiny_raw(root))
-    get_stage("prepare")(params)
-    get_stage("train_teacher")(params)
+    copy_run(tiny_run, root)
     model, _ = load_model_dir(root / "models/teachers/cnn")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -14,18 +14,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import tiny_raw, with_two_teachers
+from tests.conftest import copy_repo, tiny_raw, with_two_teachers
 from tests.projects import commit_count, make_project, sh, tool_env
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 def flow_params(**overrides: object) -> dict:
@@ -332,10 +324,10 @@ methods:
 """
 
 
-def test_methods_comparison_runs_as_dvc_experiments(prefect_server, tmp_path: Path) -> None:
+def test_methods_comparison_runs_as_dvc_experiments(prefect_server, tiny_repo: Path, tmp_path: Path) -> None:
     from flows.compare import compare_methods
 
-    repo = make_project(tmp_path / "cmp", flow_params())
+    repo = copy_repo(tiny_repo, tmp_path / "cmp")  # its stages ran once: experiments reuse them
     (tmp_path / "methods.yaml").write_text(METHODS_SPEC)
     options = {"spec": str(tmp_path / "methods.yaml"), "seeds": [0], "repo": str(repo), "jobs": 1,
                "reports": str(repo / "reports")}  # fmt: skip
@@ -343,11 +335,14 @@ def test_methods_comparison_runs_as_dvc_experiments(prefect_server, tmp_path: Pa
     assert state.is_completed(), state.message
     rows = pd.read_csv(repo / "reports/methods.csv")
     assert sorted(rows["experiment"]) == ["methods-hint-s0", "methods-hinton-s0"]
-    # both methods share the teacher and the scratch student: the second experiment took them from DVC's run cache
+    # both methods share the teachers and the scratch student: the experiments took them from DVC's run
+    # cache (the project's own run), and only the hint method's distillation ran again
     assert rows["scratch_accuracy"].nunique() == 1 and rows["teacher_accuracy"].nunique() == 1
+    first = sh(repo, "dvc", "queue", "logs", "methods-hinton-s0").stdout
+    assert "Running stage" not in first, first[-3000:]
     second = sh(repo, "dvc", "queue", "logs", "methods-hint-s0").stdout
-    for stage in ("train_teacher@cnn", "train_student_scratch", "build_transfer"):
-        assert f"Stage '{stage}' is cached - skipping run" in second, second[-3000:]
+    for stage in ("train_teacher@cnn", "train_teacher@mlp", "train_student_scratch", "build_transfer"):
+        assert f"Running stage '{stage}'" not in second, second[-3000:]
     assert "Running stage 'distill'" in second
     # `dvc exp show` lists each experiment with its own params and metrics
     shown = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
@@ -371,10 +366,10 @@ def test_methods_comparison_runs_as_dvc_experiments(prefect_server, tmp_path: Pa
     assert pd.read_csv(repo / "reports/methods.csv").equals(rows)
 
 
-def test_methods_comparison_names_a_failed_experiment(prefect_server, tmp_path: Path) -> None:
+def test_methods_comparison_names_a_failed_experiment(prefect_server, tiny_repo: Path, tmp_path: Path) -> None:
     from flows.compare import compare_methods
 
-    repo = make_project(tmp_path / "bad", flow_params())
+    repo = copy_repo(tiny_repo, tmp_path / "bad")
     spec = tmp_path / "bad.yaml"
     # valid params, but a layer name the student does not have: the distill stage stops with its own line
     spec.write_text(
@@ -393,13 +388,14 @@ def run_update(repo: Path):
     return lifelong_update(repo=str(repo), return_state=True)
 
 
-def test_update_flow_rejects_promotes_and_rolls_back(prefect_server, tmp_path: Path) -> None:
-    raw = flow_params()
+def test_update_flow_rejects_promotes_and_rolls_back(prefect_server, tiny_repo: Path, tmp_path: Path) -> None:
+    repo = copy_repo(tiny_repo, tmp_path / "upd")  # the pipeline ran and its results are committed
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
     raw["lifelong"]["gate"] = {"max_drop": 0.2, "min_newest": 0.5}  # the tiny student is weak
-    repo = make_project(tmp_path / "upd", raw)
-    sh(repo, "dvc", "repro")
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert "Running stage 'update'" in sh(repo, "dvc", "repro").stdout  # the new gate: the update stage alone
     sh(repo, "git", "add", "-A")
-    sh(repo, "git", "commit", "-qm", "pipeline run")
+    sh(repo, "git", "commit", "-qm", "a gate the tiny student can pass")
     sh(repo, sys.executable, "-m", "kdcore.lifelong.demo", "--batches", "2", "--step", "20", "--corrupt")
     head = sh(repo, "git", "rev-parse", "HEAD").stdout
 

@@ -181,17 +181,11 @@ def test_a_started_stream_scores_the_first_increment_without_learning_it():
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory):
-    """The tiny pipeline run once: prepared data, teacher and distilled student."""
-    from kdcore.config import parse_params
-    from kdcore.stages import get_stage
-    from tests.conftest import tiny_raw
+def pipeline(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A copy of the tiny pipeline's run: prepared data, teacher and distilled student."""
+    from tests.conftest import copy_run
 
-    root = tmp_path_factory.mktemp("lifelong")
-    params = parse_params(tiny_raw(root))
-    for stage in ("prepare", "train_teacher", "synthesize", "build_transfer", "distill"):
-        get_stage(stage)(params)
-    return params
+    return copy_run(tiny_run, tmp_path_factory.mktemp("lifelong"))
 
 
 def accept_into(params, path: Path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from kdcore.quantize.lowbit import _pack, _unpack, load_packed, ptq_lowbit, qat_
 from kdcore.quantize.onnx_export import export_onnx
 from kdcore.quantize.pt2e import Lowered, ptq_int8, qat_int8
 from kdcore.stages import get_stage
-from tests.conftest import tiny_raw
+from tests.conftest import copy_run, tiny_raw
 
 
 def tiny_mlp() -> nn.Module:
@@ -131,13 +132,13 @@ def test_low_bit_qat_ends_on_the_grid() -> None:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory):
+def trained(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A copy of the tiny pipeline's run, its quantize stage set to every kind of file."""
     root = tmp_path_factory.mktemp("quantize")
     raw = tiny_raw(root)
     raw["quantize"] = {"calibration_samples": 128, "dynamic_int8": True, "low_bit": {"bits": 3}}
-    params = parse_params(raw)
-    for stage in ("prepare", "train_teacher", "synthesize", "build_transfer", "distill", "train_student_scratch"):
-        get_stage(stage)(params)
+    params = copy_run(tiny_run, root, raw)
+    shutil.rmtree(params.paths.quantized)  # as DVC removes a stage's outputs before it runs
     return params
 
 

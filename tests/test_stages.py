@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,18 +16,22 @@ from kdcore.config import parse_params
 from kdcore.errors import ConfigError, DataError, ValidationFailed
 from kdcore.stages import STAGE_NAMES, get_stage
 from kdcore.transfer.ensemble import combine_logits
-from tests.conftest import tiny_raw, with_two_teachers
+from tests.conftest import copy_run, tiny_raw, with_two_teachers
 
 
-def run_all(params) -> None:
+def run_all(params, skip: tuple[str, ...] = ()) -> None:
     for name in STAGE_NAMES:
+        if name not in skip:
+            get_stage(name)(params)
+
+
+def run_stages(params, *names: str) -> None:
+    for name in names:
         get_stage(name)(params)
 
 
-def test_every_stage_writes_its_outputs(tmp_path: Path) -> None:
-    params = parse_params(tiny_raw(tmp_path))
-    run_all(params)
-
+def test_every_stage_writes_its_outputs(tiny_run: Path) -> None:
+    tmp_path = tiny_run  # every stage of the tiny params, run once for the session
     manifest = pd.read_csv(tmp_path / "data/prepared/manifest.csv")
     assert len(manifest) == 1100 and manifest["sample_id"].is_unique
     assert manifest.groupby("split").size().to_dict() == {"teacher_train": 400, "test": 300, "transfer": 400}
@@ -81,6 +86,7 @@ def test_every_stage_writes_its_outputs(tmp_path: Path) -> None:
     assert "latency.md" in report and "(ms)" not in report  # measured times are in latency.md only
     latency_report = (tmp_path / "reports/latency.md").read_text()
     assert "faster than the teacher cnn" in latency_report and "`student_kd_int8_qat`" in latency_report
+    assert "`student_kd_int4_qat`: int4 weights QAT + KD" in report
     for png in ("confusion.png", "training_curves.png", "per_class_accuracy.png", "synthetic_samples.png"):
         assert (tmp_path / "plots" / png).read_bytes()[:4] == b"\x89PNG"
     confusion = pd.read_csv(tmp_path / "plots/confusion.csv")
@@ -88,20 +94,15 @@ def test_every_stage_writes_its_outputs(tmp_path: Path) -> None:
     assert "checks passed" in (tmp_path / "reports/validation/build_transfer.html").read_text()
 
 
-def test_same_seed_same_metrics(tmp_path: Path) -> None:
+def test_same_seed_same_metrics(tiny_run: Path, tmp_path: Path) -> None:
     """Deterministic on CPU: two full runs in different directories agree on every quality metric."""
-    runs = []
-    for name in ("a", "b"):
-        params = parse_params(tiny_raw(tmp_path / name))
-        run_all(params)
-        runs.append((tmp_path / name / "metrics/summary.json").read_bytes())
-    assert runs[0] == runs[1]  # the same bytes: latencies live in metrics/timings/
+    run_all(parse_params(tiny_raw(tmp_path)))
+    # the same bytes: latencies live in metrics/timings/
+    assert (tmp_path / "metrics/summary.json").read_bytes() == (tiny_run / "metrics/summary.json").read_bytes()
 
 
-def test_transfer_cache_is_reused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    params = parse_params(tiny_raw(tmp_path))
-    for name in ("prepare", "train_teacher", "build_transfer"):
-        get_stage(name)(params)
+def test_transfer_cache_is_reused(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    params = copy_run(tiny_run, tmp_path)
     first = load_tensors(tmp_path / "data/transfer/teacher_logits.safetensors")["logits"]
     capsys.readouterr()
     get_stage("build_transfer")(params)
@@ -109,10 +110,9 @@ def test_transfer_cache_is_reused(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert torch.equal(first, load_tensors(tmp_path / "data/transfer/teacher_logits.safetensors")["logits"])
 
 
-def test_unlabeled_transfer_set(tmp_path: Path) -> None:
-    params = parse_params(tiny_raw(tmp_path, transfer__labeled=False, transfer__include_teacher_train=True))
-    for name in ("prepare", "train_teacher", "build_transfer"):
-        get_stage(name)(params)
+def test_unlabeled_transfer_set(tiny_run: Path, tmp_path: Path) -> None:
+    params = copy_run(tiny_run, tmp_path, transfer__labeled=False, transfer__include_teacher_train=True)
+    get_stage("build_transfer")(params)
     views = load_tensors(tmp_path / "data/transfer/views.safetensors")
     assert len(views["y"]) == 1600
     assert views["y"][:800].eq(-1).all() and views["y"][800:].ge(0).all()
@@ -145,19 +145,19 @@ def test_imbalanced_classes_stop_prepare_naming_the_rare_class(tmp_path: Path) -
         get_stage("prepare")(parse_params(raw))
 
 
-def test_unconfident_teacher_fails_the_soft_label_check(tmp_path: Path) -> None:
-    params = parse_params(tiny_raw(tmp_path, transfer__min_mean_confidence=0.999))
-    for name in ("prepare", "train_teacher"):
-        get_stage(name)(params)
+def test_unconfident_teacher_fails_the_soft_label_check(tiny_run: Path, tmp_path: Path) -> None:
+    params = copy_run(tiny_run, tmp_path, transfer__min_mean_confidence=0.999)
+    shutil.rmtree(tmp_path / "data/transfer")  # as DVC removes a stage's outputs before it runs
     with pytest.raises(ValidationFailed, match="confidence"):
         get_stage("build_transfer")(params)
     assert not (tmp_path / "data/transfer/views.safetensors").exists()
     assert "FAIL" in (tmp_path / "reports/validation/build_transfer.html").read_text()
 
 
-def test_ensemble_of_two_teachers_is_built_evaluated_and_reported(tmp_path: Path) -> None:
-    params = parse_params(with_two_teachers(tiny_raw(tmp_path), method="confidence"))
-    run_all(params)
+def test_ensemble_of_two_teachers_is_built_evaluated_and_reported(tiny_run: Path, tmp_path: Path) -> None:
+    params = copy_run(tiny_run, tmp_path, with_two_teachers(tiny_raw(tmp_path), method="confidence"))
+    get_stage("train_teacher")(params, teacher="mlp")  # the cnn teacher is the tiny run's
+    run_stages(params, "build_transfer", "distill", "evaluate")
     stored = load_tensors(tmp_path / "data/transfer/teacher_logits.safetensors")
     members = torch.stack([stored["teacher/cnn"], stored["teacher/mlp"]])
     assert torch.allclose(stored["logits"], combine_logits(members, "confidence"))
@@ -178,9 +178,11 @@ def test_ensemble_of_two_teachers_is_built_evaluated_and_reported(tmp_path: Path
     assert "| teacher cnn |" in report and "| teacher mlp |" in report and "| ensemble (confidence of 2) |" in report
 
 
-def test_born_again_generations_each_learn_from_the_last(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    params = parse_params(tiny_raw(tmp_path, distill__generations=3))
-    run_all(params)
+def test_born_again_generations_each_learn_from_the_last(
+    tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    params = copy_run(tiny_run, tmp_path, distill__generations=3)
+    run_stages(params, "distill", "evaluate")
     out = capsys.readouterr().out
     assert all(f"generation {g} of 3" in out for g in (1, 2, 3))
     config = json.loads((tmp_path / "models/student_kd/model.json").read_text())["config"]
@@ -188,15 +190,16 @@ def test_born_again_generations_each_learn_from_the_last(tmp_path: Path, capsys:
     assert config["distill"]["generations"] == 3
 
 
-def test_feature_terms_run_through_the_distill_stage(tmp_path: Path) -> None:
+def test_feature_terms_run_through_the_distill_stage(tiny_run: Path, tmp_path: Path) -> None:
     raw = tiny_raw(tmp_path)
     raw["distill"]["terms"] = [
         {"name": "ce", "weight": 0.5},
         {"name": "kd", "weight": 0.5},
         {"name": "hint", "weight": 1.0, "student_layers": ["features.2"], "teacher_layers": ["head.2"]},
     ]
-    params = parse_params(raw)
-    run_all(params)
+    params = copy_run(tiny_run, tmp_path, raw)
+    shutil.rmtree(tmp_path / "dvclive/student_kd")
+    run_stages(params, "distill", "evaluate")
     model = json.loads((tmp_path / "models/student_kd/model.json").read_text())
     assert model["config"]["distill"]["terms"][2]["name"] == "hint"
     weights = load_tensors(tmp_path / "models/student_kd/model.safetensors")
@@ -205,12 +208,11 @@ def test_feature_terms_run_through_the_distill_stage(tmp_path: Path) -> None:
     assert live.is_file()
 
 
-def test_an_unknown_layer_stops_distill_before_training(tmp_path: Path) -> None:
+def test_an_unknown_layer_stops_distill_before_training(tiny_run: Path, tmp_path: Path) -> None:
     raw = tiny_raw(tmp_path)
     raw["distill"]["terms"] = [{"name": "hint", "student_layers": ["features.2"], "teacher_layers": ["head.9"]}]
-    params = parse_params(raw)
-    for name in ("prepare", "train_teacher", "build_transfer"):
-        get_stage(name)(params)
+    params = copy_run(tiny_run, tmp_path, raw)
+    shutil.rmtree(tmp_path / "models/student_kd")  # as DVC removes a stage's outputs before it runs
     with pytest.raises(ConfigError) as info:
         get_stage("distill")(params)
     assert "teacher (hint term) has no layer 'head.9'" in str(info.value) and "head.2" in str(info.value)
@@ -229,7 +231,7 @@ def test_a_validation_split_is_carved_without_moving_the_others(tmp_path: Path) 
     raw = tiny_raw(tmp_path / "b")
     raw["data"]["splits"]["validation"] = 200
     params = parse_params(raw)
-    run_all(params)
+    run_all(params, skip=("export", "quantize", "update"))  # val_accuracy is evaluate's
     for split in ("teacher_train", "transfer", "test"):
         same = [load_tensors(tmp_path / run / "data/prepared" / f"{split}.safetensors")["y"] for run in ("a", "b")]
         assert torch.equal(*same)

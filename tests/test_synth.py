@@ -36,13 +36,9 @@ def synth_raw(root: Path, method: str, **synth: object) -> dict:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A project directory with the tiny data prepared and the tiny CNN teacher trained."""
-    root = tmp_path_factory.mktemp("synth")
-    params = parse_params(tiny_raw(root))
-    get_stage("prepare")(params)
-    get_stage("train_teacher")(params)
-    return root
+def trained(tiny_run: Path) -> Path:
+    """A project directory with the tiny data prepared and the tiny CNN teacher trained (read only)."""
+    return tiny_run
 
 
 def copy_project(trained: Path, dest: Path, real_splits: bool = True) -> Path:
