@@ -21,8 +21,7 @@ ABOVE_STAGES = ("kdcore/__main__.py", "kdcore/code_deps.py", "kdcore/experiments
 def test_every_stage_depends_on_exactly_the_code_it_imports() -> None:
     problems = code_deps.drift(DVC_YAML)
     assert not problems, (
-        f"dvc.yaml's kdcore/ deps differ from the stages' imports: {problems}; "
-        "run `python -m kdcore.code_deps --write`"
+        f"dvc.yaml's kdcore/ deps differ from the stages' imports: {problems}; run `python -m kdcore.code_deps --write`"
     )
 
 
