@@ -1,5 +1,6 @@
 """Update methods: how a student learns one new increment. Each is a registered class whose flags
-say which terms its loss has; `learn_increment` is the one loop they share.
+say which terms its loss has; `learn_increment` runs each through the one training loop
+(`kdcore.training.fit`) that teachers, students and QAT use.
 
 For a batch B of the increment's samples (and, with replay, a batch B_m from the exemplar memory),
 with z the student's logits, z_old the previous student's (frozen), z_T the teacher's, the classes
@@ -25,10 +26,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from kdcore.config import TrainConfig
 from kdcore.lifelong.memory import ExemplarMemory, Features
 from kdcore.lifelong.scenarios import Increment
+from kdcore.losses import LossTerms
 from kdcore.losses.hinton import kd_divergence
 from kdcore.registry import Registry
+from kdcore.training import fit
 
 NEG = -1e9  # the logit of a class a prediction may not take
 
@@ -38,7 +42,9 @@ class UpdateSettings:
     steps: int = 1000  # optimisation steps per increment
     batch_size: int = 64  # samples of the increment per step
     replay_batch_size: int = 64  # exemplars per step (replay methods)
-    lr: float = 1e-3  # Adam
+    lr: float = 1e-3
+    optimizer: str = "adam"  # adam | adamw | sgd (training.make_optimizer), at a constant learning rate
+    weight_decay: float = 0.0
     temperature: float = 2.0
     lwf_weight: float = 1.0
     teacher_weight: float = 1.0
@@ -160,6 +166,102 @@ def old_task_kd(student: torch.Tensor, old: torch.Tensor, classes: list[tuple], 
     return torch.stack(terms).mean()
 
 
+@dataclass
+class IncrementStream:
+    """The training set of one update, as `training.fit` reads it: one batch per step, drawn with
+    replacement from the increment (and, with replay, from the exemplar memory) by its own seeded
+    generator, with the frozen models' logits on exactly those samples."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    task: torch.Tensor
+    steps: int
+    batch_size: int
+    generator: torch.Generator
+    prev: torch.Tensor | None = None  # (N, classes) the previous student's logits on x
+    teach: torch.Tensor | None = None  # (N, classes) the teacher's logits on x
+    memory: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # exemplars x, y, task
+    memory_prev: torch.Tensor | None = None
+    memory_teach: torch.Tensor | None = None
+    replay_batch_size: int = 0
+
+    def __len__(self) -> int:
+        return self.steps  # fit with batch_size 1: one call of `batch` per step
+
+    def batch(self, idx: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        n = len(self.y)
+        i = torch.randint(n, (min(self.batch_size, n),), generator=self.generator)
+        out = {"x": self.x[i], "y": self.y[i], "task": self.task[i], "new": torch.ones(len(i), dtype=torch.bool)}
+        if self.prev is not None:
+            out["prev"] = self.prev[i]
+        if self.teach is not None:
+            out["teach"] = self.teach[i]
+        if self.memory is not None:
+            mx, my, mtask = self.memory
+            m = torch.randint(len(my), (min(self.replay_batch_size, len(my)),), generator=self.generator)
+            out["x"], out["y"] = torch.cat([out["x"], mx[m]]), torch.cat([out["y"], my[m]])
+            out["task"], out["new"] = (
+                torch.cat([out["task"], mtask[m]]),
+                torch.cat([out["new"], torch.zeros(len(m), dtype=torch.bool)]),
+            )
+            if self.prev is not None:
+                out["prev"] = torch.cat([out["prev"], self.memory_prev[m]])
+            if self.teach is not None:
+                out["teach"] = torch.cat([out["teach"], self.memory_teach[m]])
+        return out
+
+
+class UpdateLoss:
+    """The update's loss (the module docstring's L) as `training.fit` calls it: (logits, batch) ->
+    LossTerms; it keeps the mean of each part over the last 10% of the steps."""
+
+    def __init__(
+        self,
+        method: type[UpdateMethod],
+        settings: UpdateSettings,
+        *,
+        mode: str,
+        num_classes: int,
+        seen: list[int],
+        tasks: dict[int, tuple],
+        own_classes: list[int],
+        old_classes: list[int],
+        old_heads: list[tuple],
+    ) -> None:
+        self.method, self.settings, self.mode, self.num_classes = method, settings, mode, num_classes
+        self.seen, self.tasks, self.own_classes = seen, tasks, own_classes
+        self.old_classes, self.old_heads = old_classes, old_heads
+        self.step = 0
+        self.tail = max(1, settings.steps // 10)
+        self.tail_means: dict[str, float] = {}
+
+    def __call__(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> LossTerms:
+        s, mode = self.settings, self.mode
+        allowed = allowed_mask(batch["task"], self.num_classes, mode, self.seen, self.tasks)
+        if s.asymmetric_ce and mode == "class" and not self.method.joint:
+            new = batch["new"]
+            allowed[new] = allowed_mask(batch["task"][new], self.num_classes, mode, self.own_classes, self.tasks)
+        parts = {"ce": F.cross_entropy(masked(logits, allowed), batch["y"])}
+        if "prev" in batch:
+            prev = batch["prev"]
+            if mode == "task":
+                parts["lwf"] = s.lwf_weight * old_task_kd(logits, prev, self.old_heads, s.temperature)
+            elif mode == "class":
+                old = self.old_classes
+                parts["lwf"] = s.lwf_weight * kd_divergence(logits[:, old], prev[:, old], s.temperature)
+            else:
+                parts["lwf"] = s.lwf_weight * kd_divergence(logits, prev, s.temperature)
+        if "teach" in batch:
+            parts["teacher"] = s.teacher_weight * kd_divergence(
+                masked(logits, allowed), masked(batch["teach"], allowed), s.temperature
+            )
+        if self.step >= s.steps - self.tail:
+            for name, value in parts.items():
+                self.tail_means[name] = self.tail_means.get(name, 0.0) + float(value.detach()) / self.tail
+        self.step += 1
+        return LossTerms(total=sum(parts.values()), parts=parts)
+
+
 def learn_increment(
     method: type[UpdateMethod],
     model: nn.Module,
@@ -174,14 +276,14 @@ def learn_increment(
     previous: nn.Module | None = None,
     teacher: nn.Module | None = None,
 ) -> dict[str, float]:
-    """Trains `model` in place on `increment` (history: the increments learned before it, in order).
+    """Trains `model` in place on `increment` (history: the increments learned before it, in order)
+    for settings.steps steps of the one training loop (`training.fit`), with the optimiser of
+    `settings` at a constant learning rate.
 
     Returns the mean of each loss part over the last 10% of the steps."""
-    generator = torch.Generator().manual_seed(seed)
     tasks = {inc.task: inc.classes for inc in [*history, increment]}
     seen = sorted({c for inc in [*history, increment] for c in inc.classes})
     old_classes = sorted({c for inc in history for c in inc.classes})
-    old_heads = [inc.classes for inc in history]
     if method.joint:
         x = torch.cat([inc.x for inc in [*history, increment]])
         y = torch.cat([inc.y for inc in [*history, increment]])
@@ -190,58 +292,26 @@ def learn_increment(
         x, y = increment.x, increment.y
         task = torch.full((len(y),), increment.task, dtype=torch.long)
     use_memory = method.replay and memory is not None and len(memory) > 0
-    if use_memory:
-        mx, my, mtask = memory.x, memory.y, memory.task
-    use_lwf = method.lwf and previous is not None and old_classes
+    use_lwf = bool(method.lwf and previous is not None and old_classes)
+    use_teacher = method.teacher and teacher is not None
+    stream = IncrementStream(x, y, task, settings.steps, settings.batch_size, torch.Generator().manual_seed(seed))
     # the frozen models' logits on every sample a batch can draw, computed once
-    prev_logits = logits_of(previous, x) if use_lwf else None
-    prev_memory = logits_of(previous, mx) if use_lwf and use_memory else None
-    teach_logits = logits_of(teacher, x) if method.teacher and teacher is not None else None
-    teach_memory = logits_of(teacher, mx) if teach_logits is not None and use_memory else None
-
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    tail = max(1, settings.steps // 10)
-    sums: dict[str, float] = {}
-    model.train()
-    for step in range(settings.steps):
-        idx = torch.randint(len(y), (min(settings.batch_size, len(y)),), generator=generator)
-        bx, by, bt = x[idx], y[idx], task[idx]
-        bprev = prev_logits[idx] if prev_logits is not None else None
-        bteach = teach_logits[idx] if teach_logits is not None else None
-        if use_memory:
-            m = torch.randint(len(my), (min(settings.replay_batch_size, len(my)),), generator=generator)
-            bx, by, bt = torch.cat([bx, mx[m]]), torch.cat([by, my[m]]), torch.cat([bt, mtask[m]])
-            if bprev is not None:
-                bprev = torch.cat([bprev, prev_memory[m]])
-            if bteach is not None:
-                bteach = torch.cat([bteach, teach_memory[m]])
-        logits = model(bx)
-        allowed = allowed_mask(bt, num_classes, mode, seen, tasks)
-        if settings.asymmetric_ce and mode == "class" and not method.joint:
-            allowed[: len(idx)] = allowed_mask(bt[: len(idx)], num_classes, mode, list(increment.classes), tasks)
-        parts = {"ce": F.cross_entropy(masked(logits, allowed), by)}
-        if bprev is not None:
-            if mode == "task":
-                parts["lwf"] = settings.lwf_weight * old_task_kd(logits, bprev, old_heads, settings.temperature)
-            elif mode == "class":
-                parts["lwf"] = settings.lwf_weight * kd_divergence(
-                    logits[:, old_classes], bprev[:, old_classes], settings.temperature
-                )
-            else:
-                parts["lwf"] = settings.lwf_weight * kd_divergence(logits, bprev, settings.temperature)
-        if bteach is not None:
-            parts["teacher"] = settings.teacher_weight * kd_divergence(
-                masked(logits, allowed), masked(bteach, allowed), settings.temperature
-            )
-        loss = sum(parts.values())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if step >= settings.steps - tail:
-            for name, value in parts.items():
-                sums[name] = sums.get(name, 0.0) + float(value.detach()) / tail
-    model.eval()
-    return sums
+    stream.prev = logits_of(previous, x) if use_lwf else None
+    stream.teach = logits_of(teacher, x) if use_teacher else None
+    if use_memory:
+        stream.memory, stream.replay_batch_size = (memory.x, memory.y, memory.task), settings.replay_batch_size
+        stream.memory_prev = logits_of(previous, memory.x) if use_lwf else None
+        stream.memory_teach = logits_of(teacher, memory.x) if use_teacher else None
+    loss = UpdateLoss(
+        method, settings, mode=mode, num_classes=num_classes, seen=seen, tasks=tasks,
+        own_classes=list(increment.classes), old_classes=old_classes, old_heads=[inc.classes for inc in history],
+    )  # fmt: skip
+    cfg = TrainConfig(
+        epochs=1, batch_size=1, lr=settings.lr, optimizer=settings.optimizer, weight_decay=settings.weight_decay,
+        schedule="constant",
+    )  # fmt: skip
+    fit(model, stream, loss, cfg, seed=seed, device=torch.device("cpu"), desc=f"update {increment.name}")
+    return loss.tail_means
 
 
 def accuracy_on(model: nn.Module, increment: Increment, mode: str, seen: list[int], num_classes: int) -> float:
