@@ -8,9 +8,6 @@ from pydantic import Field, NonNegativeInt, PositiveInt, field_validator, model_
 
 from kdcore.schema import FilePath, Section
 
-PATH_SOURCES = ("imagefolder", "idx", "npz")  # the sources that read a user's file or directory
-
-
 class SplitSizes(Section):
     teacher_train: PositiveInt = Field(description="Samples the teacher trains on.")
     transfer: PositiveInt = Field(description="Samples the teacher labels softly for the student.")
@@ -44,7 +41,9 @@ class DataConfig(Section):
 
     @model_validator(mode="after")
     def _path_when_needed(self) -> DataConfig:
-        needs_path = self.source in PATH_SOURCES
+        from kdcore.data.sources import reads_a_path
+
+        needs_path = reads_a_path(self.source)
         if needs_path and self.path is None:
             raise ValueError(f"data.path is required for data.source={self.source!r}")
         if not needs_path and self.path is not None:

@@ -46,6 +46,13 @@ SOURCES: Registry = Registry("data source")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
 
+def reads_a_path(source: str) -> bool:
+    """Whether a source reads the user's file or directory (its loader takes `path`), or is bundled data."""
+    import inspect
+
+    return "path" in inspect.signature(SOURCES.get(source)).parameters
+
+
 def load_source(source: str, path: Path | None = None, image_size: int | None = None, channels: int = 1) -> RawData:
     return SOURCES.get(source)(path=path, image_size=image_size, channels=channels)
 
