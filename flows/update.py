@@ -111,25 +111,30 @@ def with_increment(params_text: str, names: list[str]) -> str:
     raise ConfigError("params.yaml: lifelong has no increments key to list the increment in")
 
 
+def accept_landed(params: Params, path: Path):
+    """The landed batch at `path` checked and written as the next increment where params put them."""
+    from kdcore.lifelong.increments import accept
+
+    return accept(
+        Path(path),
+        prepared_dir=params.paths.prepared,
+        increments_dir=params.paths.increments,
+        accepted=params.lifelong.increments,
+        seed=params.seed,
+        test_share=params.lifelong.test_share,
+        report_dir=params.paths.work / "validation",
+        image_size=params.data.image_size,
+        channels=params.data.channels,
+    )
+
+
 @task(name="accept-increment")
 def accept_batch(root: str, path: str) -> dict[str, object]:
     """Checks the landed batch and writes it as an increment; IncrementRejected names the problem."""
-    from kdcore.lifelong.increments import accept
-
     params = load_params(Path(root) / "params.yaml")
     params = params.model_copy(update={"paths": _rooted(params, Path(root))})
     try:
-        accepted = accept(
-            Path(path),
-            prepared_dir=params.paths.prepared,
-            increments_dir=params.paths.increments,
-            accepted=params.lifelong.increments,
-            seed=params.seed,
-            test_share=params.lifelong.test_share,
-            report_dir=params.paths.work / "validation",
-            image_size=params.data.image_size,
-            channels=params.data.channels,
-        )
+        accepted = accept_landed(params, Path(path))
     except KdflowError as err:
         raise IncrementRejected(f"{Path(path).name}: {err}") from None
     return {"name": accepted.name, "train": accepted.train, "test": accepted.test, "classes": accepted.classes}

@@ -23,6 +23,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from kdcore.evaluate.methods_report import summary_columns
+from kdcore.experiments.sweep import MISSING, lookup
 from tasks.dvc_stage import tool_env
 
 # DVC's queue states: a task is waiting or running until it reaches one of the others
@@ -54,15 +55,6 @@ def hydra_value(value: Any) -> str:
     raise ValueError(f"{value!r} ({type(value).__name__}) cannot be written as a Hydra override")
 
 
-def has_key(raw: dict, dotted: str) -> bool:
-    node: Any = raw
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
 def hydra_overrides(base: dict, overrides: dict[str, Any]) -> list[str]:
     """`-S` arguments that make params.yaml (`base`) take each dotted override exactly.
 
@@ -70,7 +62,7 @@ def hydra_overrides(base: dict, overrides: dict[str, Any]) -> list[str]:
     key is removed, then added); a new key is added; anything else is set."""
     out = []
     for dotted, value in overrides.items():
-        if isinstance(value, dict) and has_key(base, dotted):
+        if isinstance(value, dict) and lookup(base, dotted) is not MISSING:
             out += [f"~{dotted}", f"+{dotted}={hydra_value(value)}"]
         else:
             out.append(f"++{dotted}={hydra_value(value)}")

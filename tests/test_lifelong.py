@@ -190,17 +190,9 @@ def pipeline(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory):
 
 def accept_into(params, path: Path):
     """Accepts a landed batch where `params` put increments, as the update flow does."""
-    from kdcore.lifelong.increments import accept
+    from flows.update import accept_landed
 
-    return accept(
-        path,
-        prepared_dir=params.paths.prepared,
-        increments_dir=params.paths.increments,
-        accepted=params.lifelong.increments,
-        seed=params.seed,
-        test_share=params.lifelong.test_share,
-        report_dir=params.paths.work / "validation",
-    )
+    return accept_landed(params, path)
 
 
 def land_from(params, batches: int, step: float, corrupt: bool) -> list[Path]:
