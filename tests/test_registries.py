@@ -3,6 +3,8 @@ with the registered names, and nothing else keeps a copy of the list."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from kdcore.config import BUILTIN_MODELS, FEATURE_TERMS, parse_params
@@ -14,7 +16,7 @@ from kdcore.losses.features import FEATURE_LOSSES
 from kdcore.models import MODELS, build_model
 from kdcore.schema import Term
 from kdcore.synth import SYNTHESIZERS
-from tests.conftest import tiny_raw
+from tests.conftest import ROOT, tiny_raw
 
 CNN = {"name": "cnn", "channels": [8, 16], "hidden": 32}
 
@@ -90,3 +92,32 @@ def test_an_unknown_term_lists_the_registered_ones() -> None:
 def test_the_builtin_models_are_the_registered_ones() -> None:
     build_model(parse_params(tiny_raw()).student.model, (1, 8, 8), 10)  # registers the built-ins
     assert sorted(BUILTIN_MODELS) == MODELS.names()
+
+
+def _names_in_comment(line: str) -> set[str]:
+    """The choices a params.yaml comment lists: `# a | b (note) | c` or `(names: a b c)`."""
+    comment = line.split("#", 1)[1]
+    if "names:" in comment:
+        return set(comment.split("names:")[1].split(")")[0].split())
+    return {part.split("(")[0].strip() for part in comment.split(";")[0].split("|")}
+
+
+def test_params_yaml_and_readme_list_exactly_the_registered_names() -> None:
+    lines = (ROOT / "params.yaml").read_text().splitlines()
+
+    def comment_of(prefix: str) -> set[str]:
+        return _names_in_comment(next(line for line in lines if line.strip().startswith(prefix)))
+
+    assert comment_of("source: mnist5k") == set(SOURCES.names())
+    assert comment_of("method: inversion") == set(SYNTHESIZERS.names())
+    assert comment_of("method: lwf_replay") == set(UPDATES.names())
+    assert comment_of("terms:") == set(TERMS.names())
+    # the README's table of loss terms: one row per registered term, with the term's own keys
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("The student's loss is a weighted sum of terms")[1].split("```")[0]
+    rows = re.findall(r"^\| `(\w+)` \|[^|]+\|([^|]*)\|$", section, re.MULTILINE)
+    table = {name: set(re.findall(r"`(\w+)`", keys)) for name, keys in rows}
+    assert set(table) == set(TERMS.names())
+    for name, keys in table.items():
+        own = set(TERMS.get(name).model_fields) - {"name", "weight", "teacher"}
+        assert keys == own, name
