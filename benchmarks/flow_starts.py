@@ -29,7 +29,7 @@ LOAD = "import torch\ntorch.set_num_threads(1)\na = torch.randn(1024, 1024)\nwhi
 ONE_STAGE = """stages:
   check_params:
     cmd: python -m kdcore check_params
-    deps: [kdcore/config.py]
+    deps: [kdcore/config]
     params:
       - params.yaml:
     outs: [.kdflow/params_ok.json]
