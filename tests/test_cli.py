@@ -37,6 +37,12 @@ def test_an_unknown_class_in_params_stops_before_any_stage(tmp_path: Path, capsy
                            cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
     assert stage.returncode == 2 and stage.stderr.strip() == f"kdflow check_params: error: {expected}", stage.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # no marker: no stage after it runs
+    write_params(tmp_path / "params.yaml", tiny_raw(tmp_path, transfer__exclude_classes=list(range(10))))
+    assert main(["check", "--params", str(tmp_path / "params.yaml")]) == 2  # not synth.images, as it once said
+    assert capsys.readouterr().err.strip() == (
+        "kdflow check: error: transfer.exclude_classes leaves no class in the transfer set (it names all 10); "
+        "leave out fewer"
+    )
     write_params(tmp_path / "params.yaml", tiny_raw(tmp_path, transfer__exclude_classes=[3]))
     assert main(["check", "--params", str(tmp_path / "params.yaml")]) == 0
 

@@ -61,12 +61,14 @@ def test_each_method_makes_its_budget_deterministically_without_real_data(
         pool = load_tensors(root / "data/synthetic/images.safetensors")
         assert pool["x"].shape == (64, 1, 8, 8) and torch.isfinite(pool["x"]).all()
         hashes.append(sha256_file(root / "data/synthetic/images.safetensors"))
+        hashes.append(sha256_file(root / "metrics/synthesis.json"))  # computed figures only: the same bytes
+        assert json.loads((root / "metrics/timings/synthesis.json").read_text())["seconds"] >= 0
         summary = json.loads((root / "data/synthetic/summary.json").read_text())
         assert summary["method"] == method and summary["images"] == 64 and len(summary["class_shares"]) == 10
         assert (root / "plots/synthetic_samples.png").read_bytes()[:4] == b"\x89PNG"
         assert "checks passed" in (root / "reports/validation/synthesize.html").read_text()
         assert not (root / ".kdflow/synth").exists() or not any((root / ".kdflow/synth").iterdir())
-    assert hashes[0] == hashes[1]
+    assert hashes[:2] == hashes[2:]
 
 
 def tiny_context(trained: Path) -> SynthContext:

@@ -76,3 +76,24 @@ def test_pixel_settings_on_vectors_stop_prepare(tmp_path: Path) -> None:
     message = str(info.value)
     assert "(N, D) vectors" in message and "teachers.cnn.train.shift" in message and "transfer.shift" in message
     assert "transfer.mix (cutmix)" in message and not (tmp_path / "data/prepared").exists()
+
+
+def test_check_params_refuses_what_prepare_would(tmp_path: Path, capsys) -> None:
+    """Settings the data rules out stop `check_params` (the stage DVC runs first, and `kdflow check`),
+    before DVC removes any output: decided from the data's labels and header, never its pixels."""
+    from flows.kdflow import main
+    from tests.conftest import write_params
+
+    raw = vector_raw(tmp_path)
+    raw["teachers"]["cnn"]["train"]["shift"] = 2  # the default shift, meaningless for vectors
+    write_params(tmp_path / "params.yaml", raw)
+    assert main(["check", "--params", str(tmp_path / "params.yaml")]) == 2
+    line = capsys.readouterr().err.strip()
+    assert len(line.splitlines()) == 1 and "(N, D) vectors" in line and "teachers.cnn.train.shift" in line, line
+    raw = vector_raw(tmp_path)
+    raw["data"]["splits"]["validation"] = 500  # more than the 100 samples the other splits leave
+    write_params(tmp_path / "params.yaml", raw)
+    assert main(["check", "--params", str(tmp_path / "params.yaml")]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line == "kdflow check: error: data.splits: sizes sum to 1300 but the data holds only 900 samples", line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml", "vectors.npz"]

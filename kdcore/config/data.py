@@ -8,6 +8,7 @@ from pydantic import Field, NonNegativeInt, PositiveInt, field_validator, model_
 
 from kdcore.schema import FilePath, Section
 
+
 class SplitSizes(Section):
     teacher_train: PositiveInt = Field(description="Samples the teacher trains on.")
     transfer: PositiveInt = Field(description="Samples the teacher labels softly for the student.")

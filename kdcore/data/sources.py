@@ -57,28 +57,60 @@ def load_source(source: str, path: Path | None = None, image_size: int | None = 
     return SOURCES.get(source)(path=path, image_size=image_size, channels=channels)
 
 
-def class_names(source: str, path: Path | None = None) -> list[str]:
-    """The class names `load_source` would give, read without decoding images where the format allows
-    (npz: the `y` array; idx: the label files; imagefolder: the class directories), so params that
-    name classes can be checked before any stage runs."""
+@dataclass(frozen=True)
+class DataHeader:
+    """What params can be checked against before any stage runs: the labels and the kind of data."""
+
+    labels: torch.Tensor  # (N,) class indices, as load_source gives them
+    class_names: list[str]
+    kind: str  # "image" | "vector"
+
+
+def _npz_x_ndim(path: Path) -> int:
+    """The number of dimensions of an .npz's `x`, from the array's header (the data is not read)."""
+    fmt = np.lib.format
+    with zipfile.ZipFile(path) as archive, archive.open("x.npy") as member:
+        version = fmt.read_magic(member)
+        reader = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+        if reader is not None:
+            return len(reader(member)[0])
+    with np.load(path, allow_pickle=False) as archive:  # a header version numpy reads only with the data
+        return archive["x"].ndim
+
+
+def data_header(source: str, path: Path | None = None) -> DataHeader:
+    """The labels and kind `load_source` would give, read without decoding images where the format
+    allows (npz: `y` and the header of `x`; idx: the label files; imagefolder: the class directories
+    and their file names), so params about classes, splits and views are checked before any stage runs."""
     if source == "npz":
         try:
             with np.load(path, allow_pickle=False) as archive:
                 labels = np.asarray(archive["y"])
+            ndim = _npz_x_ndim(Path(path))
         except Exception as err:  # noqa: BLE001 - prepare reports the file's defect in full
             raise DataError(f"data.path {path}: cannot read its labels ({err})") from None
-        return _index_labels(labels, str(path))[1]
+        index, names = _index_labels(labels, str(path))
+        return DataHeader(index, names, "vector" if ndim == 2 else "image")
     if source == "idx":
         files = sorted(p for p in Path(path).glob("*-labels-idx*"))
         if not files:
             raise DataError(f"data.path {path}: no '*-labels-idx*' file found")
-        return _index_labels(np.concatenate([read_idx(f) for f in files]), str(path))[1]
+        index, names = _index_labels(np.concatenate([read_idx(f) for f in files]), str(path))
+        return DataHeader(index, names, "image")
     if source == "imagefolder":
-        dirs = sorted(p.name for p in Path(path).iterdir() if p.is_dir() and not p.name.startswith("."))
+        dirs = sorted(p for p in Path(path).iterdir() if p.is_dir() and not p.name.startswith("."))
         if not dirs:
             raise DataError(f"data.path {path}: no class subdirectories")
-        return dirs
-    return load_source(source, path).class_names  # bundled data: small
+        counts = [sum(1 for f in d.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES) for d in dirs]
+        labels = torch.repeat_interleave(torch.arange(len(dirs)), torch.tensor(counts))
+        return DataHeader(labels, [d.name for d in dirs], "image")
+    data = load_source(source, path)  # bundled data: small
+    return DataHeader(data.labels, data.class_names, data.kind)
+
+
+def class_names(source: str, path: Path | None = None) -> list[str]:
+    """The class names `load_source` would give (see data_header)."""
+    return data_header(source, path).class_names
 
 
 def _index_labels(values: np.ndarray, where: str) -> tuple[torch.Tensor, list[str]]:

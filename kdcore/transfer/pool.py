@@ -77,12 +77,18 @@ def class_filter(classes: torch.Tensor, exclude: list[int], max_per_class: int |
 
 
 def excluded_indices(class_names: list[str], exclude: list[str]) -> list[int]:
-    """The class indices of `exclude` (names); ConfigError naming transfer.exclude_classes for an unknown one."""
+    """The class indices of `exclude` (names); ConfigError naming transfer.exclude_classes for an unknown
+    class, or for a list that leaves no class to transfer."""
     unknown = [name for name in exclude if name not in class_names]
     if unknown:
         raise ConfigError(
             f"transfer.exclude_classes: unknown class {', '.join(map(repr, unknown))}; "
             f"classes: {', '.join(class_names)}"
+        )
+    if set(exclude) >= set(class_names):
+        raise ConfigError(
+            f"transfer.exclude_classes leaves no class in the transfer set (it names all {len(class_names)}); "
+            "leave out fewer"
         )
     return [class_names.index(name) for name in exclude]
 
