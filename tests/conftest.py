@@ -186,6 +186,32 @@ def prefect_server():
         yield
 
 
+def bare_onnxruntime_accuracy(onnx_file: Path, prepared: Path) -> float:
+    """The file's test accuracy as a deployment computes it: a plain onnxruntime session fed the raw
+    test samples (scikit-learn's digits, pixels in [0, 1]) preprocessed with nothing but what the
+    file's own metadata says."""
+    import numpy as np
+    import onnxruntime as ort
+    import pandas as pd
+
+    from kdcore.data.sources import load_source
+
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    info = session.get_modelmeta().custom_metadata_map
+    mean = np.array(json.loads(info["kdflow.mean"]), dtype=np.float32).reshape(1, -1, 1, 1)
+    std = np.array(json.loads(info["kdflow.std"]), dtype=np.float32).reshape(1, -1, 1, 1)
+    manifest = pd.read_csv(prepared / "manifest.csv", dtype={"sample_id": str})
+    test_ids = manifest.loc[manifest["split"] == "test", "sample_id"].tolist()
+    raw = load_source("digits")
+    row = {sample: i for i, sample in enumerate(raw.ids)}
+    rows = [row[sample] for sample in test_ids]
+    x, y = raw.images.numpy()[rows], raw.labels.numpy()[rows]
+    assert x.min() >= 0 and x.max() <= 1  # raw pixels, as a user has them
+    (logits,) = session.run(None, {session.get_inputs()[0].name: (x - mean) / std})
+    names = json.loads(info["kdflow.class_names"])
+    return float(np.mean([names[k] == raw.class_names[t] for k, t in zip(logits.argmax(1), y, strict=True)]))
+
+
 def write_params(path: Path, raw: dict) -> Path:
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path

@@ -16,7 +16,7 @@ from kdcore.inference import predict_logits
 from kdcore.models.onnx import OnnxModel
 from kdcore.quantize.onnx_export import export_onnx, quantize_int8
 from kdcore.stages import get_stage
-from tests.conftest import copy_run, tiny_raw
+from tests.conftest import bare_onnxruntime_accuracy, copy_run, tiny_raw
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +50,10 @@ def test_export_writes_checked_onnx_files_and_their_metrics(trained) -> None:
     assert rows["student_kd_onnx"]["accuracy"] == pytest.approx(torch_accuracy, abs=1e-6)
     files = sorted((trained.paths.exported / "student_kd").iterdir())
     assert [f.name for f in files] == ["model.onnx", "model_int8.onnx"]
+    for key, file in (("student_kd_onnx", files[0]), ("student_kd_int8", files[1])):  # what a deployment scores
+        assert bare_onnxruntime_accuracy(file, trained.paths.prepared) == pytest.approx(
+            rows[key]["accuracy"], abs=1e-6
+        )  # rows keep 6 decimals
     hashes = [sha256_file(f) for f in files]
     get_stage("export")(trained)
     assert hashes == [sha256_file(f) for f in files]  # same inputs, same bytes

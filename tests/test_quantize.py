@@ -19,7 +19,7 @@ from kdcore.quantize.lowbit import _pack, _unpack, load_packed, ptq_lowbit, qat_
 from kdcore.quantize.onnx_export import export_onnx
 from kdcore.quantize.pt2e import Lowered, ptq_int8, qat_int8
 from kdcore.stages import get_stage
-from tests.conftest import copy_run, tiny_raw
+from tests.conftest import bare_onnxruntime_accuracy, copy_run, tiny_raw
 
 
 def tiny_mlp() -> nn.Module:
@@ -157,6 +157,15 @@ def test_quantize_stage_writes_every_file_and_its_row(trained) -> None:
     assert {"latency_torch_ms_b1", "latency_torch_ms_b256"} <= set(timings["student_kd_int8_qat"])
     files = sorted(p.name for p in (trained.paths.quantized / "student_kd").iterdir())
     assert files == ["int3.safetensors", "int3_qat.safetensors", "int8_dynamic.onnx", "int8_ptq.onnx", "int8_qat.onnx"]
+    for name, file in (
+        ("int8_pt2e", "int8_ptq.onnx"),
+        ("int8_qat", "int8_qat.onnx"),
+        ("int8_dynamic", "int8_dynamic.onnx"),
+    ):
+        shipped = trained.paths.quantized / "student_kd" / file  # scored as a deployment would, from raw pixels
+        assert bare_onnxruntime_accuracy(shipped, trained.paths.prepared) == pytest.approx(
+            rows[f"student_kd_{name}"]["accuracy"], abs=1e-6
+        )
     hashes = {f: sha256_file(trained.paths.quantized / "student_kd" / f) for f in files}
     metrics_hash = sha256_file(trained.paths.metrics / "quantize.json")
     get_stage("quantize")(trained)  # same inputs, same bytes

@@ -36,6 +36,46 @@ def strip_debug_info(path: Path) -> None:
     onnx.save(model, str(path))
 
 
+PREFIX = "kdflow."  # the metadata keys kdflow writes into the files it ships
+
+
+def preprocessing_metadata(meta: dict) -> dict[str, str]:
+    """What a deployed file needs said about its input, from the prepared data's meta.json: the model
+    takes (x - mean) / std per channel of raw samples x in `input_range` (pixels in [0, 1]; for (N, D)
+    vectors, the range of the teacher's split), shaped (N, C, H, W) (vectors: (N, D, 1, 1))."""
+    import json
+
+    mean, std = meta["mean"], meta["std"]
+    if meta.get("kind", "image") == "vector":
+        low = [b * s + m for b, s, m in zip(meta["bounds"]["low"], std, mean, strict=True)]
+        high = [b * s + m for b, s, m in zip(meta["bounds"]["high"], std, mean, strict=True)]
+        layout = "(N, D, 1, 1) feature vectors"
+    else:
+        low, high = [0.0] * len(mean), [1.0] * len(mean)
+        layout = "(N, C, H, W) images, pixels scaled to [0, 1]"
+    return {
+        f"{PREFIX}input": f"{layout}; feed (x - {PREFIX}mean) / {PREFIX}std, per channel",
+        f"{PREFIX}input_shape": json.dumps(meta["input_shape"]),
+        f"{PREFIX}mean": json.dumps(mean),
+        f"{PREFIX}std": json.dumps(std),
+        f"{PREFIX}input_range": json.dumps([low, high]),
+        f"{PREFIX}class_names": json.dumps(meta["class_names"]),
+    }
+
+
+def stamp_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """Writes `metadata` into the ONNX file's metadata_props (sorted, replacing kdflow's earlier keys),
+    atomically: onnxruntime reads it as `InferenceSession(path).get_modelmeta().custom_metadata_map`."""
+    import onnx
+
+    model = onnx.load(str(path))
+    kept = [(p.key, p.value) for p in model.metadata_props if not p.key.startswith(PREFIX)]
+    del model.metadata_props[:]
+    for key, value in sorted([*kept, *metadata.items()]):
+        model.metadata_props.add(key=key, value=value)
+    save_with(path, lambda tmp: onnx.save(model, str(tmp)))
+
+
 def dynamic_quantization_translations() -> dict:
     """ONNX forms of the per-batch quantization ops a PT2E dynamic int8 graph holds (the exporter has
     none): torch's choose_qparams (uint8, the range widened to hold 0) is ONNX's DynamicQuantizeLinear,

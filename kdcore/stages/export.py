@@ -20,7 +20,7 @@ from kdcore.evaluate.measured import write_rows
 from kdcore.evaluate.metrics import cost_metrics, quality_metrics
 from kdcore.inference import predict_logits
 from kdcore.models.onnx import OnnxModel
-from kdcore.quantize.onnx_export import export_onnx, quantize_int8
+from kdcore.quantize.onnx_export import export_onnx, preprocessing_metadata, quantize_int8, stamp_metadata
 from kdcore.transfer.ensemble import as_one_teacher
 from kdcore.transfer.pool import POOL_FILE, load_pool
 
@@ -49,6 +49,7 @@ def run(params: Params) -> None:
             files[f"{key}_int8"] = out / "model_int8.onnx"
             quantize_int8(files[f"{key}_onnx"], files[f"{key}_int8"], calibration, cfg.per_channel, cfg.reduce_range)
         for name, path in files.items():
+            stamp_metadata(path, preprocessing_metadata(meta.meta))  # how to feed it raw samples
             shipped = OnnxModel(path)
             logits = predict_logits(shipped, test.x)
             diff = float((logits - reference).abs().max())

@@ -37,7 +37,7 @@ from kdcore.inference import predict_logits
 from kdcore.losses.compose import Objective
 from kdcore.models.onnx import OnnxModel
 from kdcore.quantize.lowbit import check_groups, load_packed, ptq_lowbit, qat_lowbit, save_packed
-from kdcore.quantize.onnx_export import export_onnx
+from kdcore.quantize.onnx_export import export_onnx, preprocessing_metadata, stamp_metadata
 from kdcore.quantize.pt2e import Lowered, ptq_int8, qat_int8
 from kdcore.runtime import seed_everything
 from kdcore.training import ViewSet, fit
@@ -125,6 +125,7 @@ def run(params: Params) -> None:
             graphs[f"{key}_int8_dynamic"] = (dynamic, out / "int8_dynamic.onnx")
         for name, (converted, path) in graphs.items():
             export_onnx(converted, meta.input_shape, path)
+            stamp_metadata(path, preprocessing_metadata(meta.meta))  # how to feed it raw samples
             row = evaluate_file(params, OnnxModel(path), [path], test, reference, teacher_pred)
             row.update(torch_figures(params, converted, test))
             rows[name] = row
