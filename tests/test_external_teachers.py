@@ -97,10 +97,25 @@ def test_what_needs_layers_or_gradients_refuses_an_onnx_teacher(elsewhere: dict,
 
 
 def test_bad_teacher_files_fail_with_one_line(elsewhere: dict, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
     not_safetensors = tmp_path / "teacher.pt"
     torch.save({"w": torch.zeros(2)}, not_safetensors)
     other = {**CNN, "channels": [4, 8]}
+    weights = load_file(str(elsewhere["weights"]))
+    first = sorted(weights)[0]
+    weights[first] = torch.full_like(weights[first], float("nan"))
+    save_file(weights, str(tmp_path / "nan.safetensors"))
+    model, _ = load_model_dir(elsewhere["root"] / "models/teachers/cnn")
+    with torch.no_grad():
+        model.head[-1].bias.fill_(float("nan"))  # every output NaN
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(2, 1, 8, 8),), str(tmp_path / "nan.onnx"), dynamo=False,
+                          input_names=["x"], output_names=["logits"], dynamic_axes={"x": {0: "n"}})  # fmt: skip
     cases = [
+        ({"model": CNN, "pretrained": str(tmp_path / "nan.safetensors")}, f"not finite (NaN or inf) in {first}"),
+        ({"onnx": str(tmp_path / "nan.onnx")}, "gives outputs that are not finite (NaN or inf) on 300 of 300"),
         ({"model": CNN, "pretrained": str(not_safetensors)}, "is not a safetensors file"),
         ({"model": other, "pretrained": str(elsewhere["weights"])}, "does not fit model 'cnn'"),
         ({"model": CNN, "pretrained": str(tmp_path / "nowhere.safetensors")}, "nowhere.safetensors: teachers.given"),

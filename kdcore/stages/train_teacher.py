@@ -89,6 +89,12 @@ def load_pretrained(cfg: TeacherConfig, name: str, input_shape: tuple[int, int, 
         state = load_file(str(path))
     except Exception as err:  # safetensors raises its own error types for other formats
         raise DataError(f"teachers.{name}.pretrained: {path} is not a safetensors file ({err})") from None
+    broken = [k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if broken:
+        raise DataError(
+            f"teachers.{name}.pretrained: {path} holds values that are not finite (NaN or inf) in "
+            f"{', '.join(broken[:3])}{' ...' if len(broken) > 3 else ''}; a teacher must give finite outputs"
+        )
     model = build_model(cfg.model, input_shape, num_classes)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
@@ -121,6 +127,12 @@ def use_as_is(params: Params, name: str) -> None:
         raise DataError(
             f"teachers.{name}: {source} gives outputs of shape {tuple(logits.shape)} on the test split; "
             f"expected ({len(test.y)}, {prepared.num_classes}) for {prepared.num_classes} classes"
+        )
+    if not bool(torch.isfinite(logits).all()):
+        rows = (~torch.isfinite(logits)).any(1).nonzero().flatten()
+        raise DataError(
+            f"teachers.{name}: {source} gives outputs that are not finite (NaN or inf) on {len(rows)} of "
+            f"{len(test.y)} test samples (first at row {int(rows[0])}); a teacher must give finite outputs"
         )
     accuracy = float((logits.argmax(1) == test.y).float().mean())
     config = {"teacher": name, "origin": cfg.origin, "source": str(source), "source_sha256": sha256_file(source)}
