@@ -239,3 +239,22 @@ def test_a_validation_split_is_carved_without_moving_the_others(tmp_path: Path) 
     assert manifest.groupby("split").size()["validation"] == 200 and manifest["sample_id"].is_unique
     summary = json.loads((tmp_path / "b/metrics/summary.json").read_text())
     assert all(0.0 <= summary[m]["val_accuracy"] <= 1.0 for m in ("teacher", "student_kd", "student_scratch"))
+
+
+def test_the_scratch_baseline_leaves_out_the_classes_the_distilled_student_never_sees(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    params = copy_run(tiny_run, tmp_path, transfer__exclude_classes=[3])
+    run_stages(params, "build_transfer", "distill", "train_student_scratch", "evaluate")
+    transfer_y = load_tensors(tmp_path / "data/prepared/transfer.safetensors")["y"]
+    threes = int((transfer_y == 3).sum())
+    config = json.loads((tmp_path / "models/student_scratch/model.json").read_text())["config"]
+    assert config["samples"] == 400 - threes and config["transfer"]["exclude_classes"] == ["3"]
+    pool = load_tensors(tmp_path / "data/transfer/pool.safetensors")
+    assert len(pool["y"]) == 400 - threes and not bool((pool["y"] == 3).any())
+    scratch = (tmp_path / "models/student_scratch/model.safetensors").read_bytes()
+    assert scratch != (tiny_run / "models/student_scratch/model.safetensors").read_bytes()  # it never saw a 3
+    summary = json.loads((tmp_path / "metrics/summary.json").read_text())
+    assert summary["transfer_set"]["scratch_samples"] == summary["transfer_set"]["real_samples"] == 400 - threes
+    report = (tmp_path / "reports/report.md").read_text()
+    assert "Both students' data left out class 3 (`transfer.exclude_classes`)." in report

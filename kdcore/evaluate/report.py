@@ -31,6 +31,18 @@ class RunDescription:
     ece_bins: int
     latency_repeats: int
     latency_threads: int
+    exclude_classes: list[str]  # transfer.exclude_classes: left out of both students' data
+    max_per_class: int | None  # transfer.max_per_class
+
+    @property
+    def class_filter(self) -> str:
+        """The class filters both students learned under, in words ("" when there are none)."""
+        parts = []
+        if self.exclude_classes:
+            parts.append(f"left out class {', '.join(self.exclude_classes)} (`transfer.exclude_classes`)")
+        if self.max_per_class:
+            parts.append(f"kept at most {self.max_per_class} samples per class (`transfer.max_per_class`)")
+        return f" Both students' data {' and '.join(parts)}." if parts else ""
 
     @property
     def teacher(self) -> str:
@@ -161,6 +173,7 @@ def render_report(
             f"The distilled student learned from {transfer_set_label(summary['transfer_set'], synth_method)}; "
             f"the scratch student from the {summary['transfer_set']['scratch_samples']:,} real transfer images, "
             "hard labels only."
+            + run.class_filter
             + (
                 " Samples of the synthetic images: [plots/synthetic_samples.png](../plots/synthetic_samples.png)."
                 if summary["transfer_set"]["synthetic_samples"]

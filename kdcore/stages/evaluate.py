@@ -39,6 +39,8 @@ def describe(params: Params) -> RunDescription:
         temperature=params.distill.temperature,
         generations=params.distill.generations,
         views=params.transfer.views,
+        exclude_classes=params.transfer.exclude_classes,
+        max_per_class=params.transfer.max_per_class,
         ece_bins=params.evaluate.ece_bins,
         latency_repeats=params.evaluate.latency_repeats,
         latency_threads=params.evaluate.latency_threads,
@@ -107,8 +109,7 @@ def run(params: Params) -> None:
         "real_samples": transfer["real_samples"],
         "synthetic_samples": transfer["synthetic_samples"],
         "views_per_sample": params.transfer.views,
-        "scratch_samples": (prepared.meta["sizes"]["transfer"] if params.transfer.labeled else 0)
-        + (prepared.meta["sizes"]["teacher_train"] if params.transfer.include_teacher_train else 0),
+        "scratch_samples": read_json(paths.student_scratch / "model.json")["config"]["samples"],
     }
     computed, latency = split_measured(summary)
     write_json(paths.metrics / "timings" / "evaluate.json", latency)

@@ -1,9 +1,11 @@
 """train_student_scratch: the baseline. The same student, views and budget, hard labels only.
 
 It learns from the real transfer split (and the teacher's split with transfer.include_teacher_train),
+after the same class filters as the distilled student's transfer set (transfer.exclude_classes,
+transfer.max_per_class: a class the distilled student never sees, the baseline never sees either),
 shifted as build_transfer shifts it (transfer.views, transfer.shift), whatever transfer.source is, so
-the baseline stays the same when the distilled student's data changes. It reads the prepared splits,
-never build_transfer's outputs.
+the baseline stays the same when the distilled student's source of images changes. It reads the
+prepared splits, never build_transfer's outputs.
 """
 
 from __future__ import annotations
@@ -16,23 +18,30 @@ from kdcore.losses import LOSSES
 from kdcore.models import count_params
 from kdcore.runtime import resolve_device
 from kdcore.training import ViewSet, train_student
-from kdcore.transfer.pool import real_transfer_images
+from kdcore.transfer.pool import class_filter, excluded_indices, real_transfer_images
 from kdcore.transfer.views import make_views
 
-SCRATCH_TRANSFER_KEYS = ("views", "shift", "include_teacher_train", "labeled")  # what it reads of params.transfer
+# what it reads of params.transfer
+SCRATCH_TRANSFER_KEYS = ("views", "shift", "include_teacher_train", "labeled", "exclude_classes", "max_per_class")
 
 
 def run(params: Params) -> None:
     cfg, student, paths = params.transfer, params.student, params.paths
     prepared = load_meta(paths.prepared)
     test = load_split(paths.prepared, "test")
-    images, labels, _ = real_transfer_images(paths.prepared, cfg.include_teacher_train, cfg.labeled)
+    images, labels, true = real_transfer_images(paths.prepared, cfg.include_teacher_train, cfg.labeled)
+    if cfg.exclude_classes or cfg.max_per_class:
+        keep = class_filter(
+            true, excluded_indices(prepared.meta["class_names"], cfg.exclude_classes), cfg.max_per_class
+        )
+        images, labels = images[keep], labels[keep]
     made = make_views(len(images), cfg.views, cfg.shift, params.seed)
     labeled = labels[made.src] >= 0  # only views whose sample carries a label: nothing else to learn from
     views = ViewSet(
         images, made.src[labeled], made.dx[labeled], made.dy[labeled], labels[made.src][labeled], prepared.fill
     )
     config = {"loss": "ce"}
+    samples = int((labels >= 0).sum())  # the labelled real images it learns from
     model, history = train_student(
         student.model,
         student.train,
@@ -53,7 +62,7 @@ def run(params: Params) -> None:
     transfer = {k: v for k, v in cfg.model_dump(mode="json").items() if k in SCRATCH_TRANSFER_KEYS}
     save_model_dir(
         paths.student_scratch, model, student.model, prepared.input_shape, prepared.num_classes, seed=params.seed,
-        config={"student": student.model_dump(mode="json"), "transfer": transfer, **config},
+        config={"student": student.model_dump(mode="json"), "transfer": transfer, **config, "samples": samples},
     )  # fmt: skip
     print(
         f"train_student_scratch: {student.model.name}, {count_params(model):,} parameters, {len(views)} views "
