@@ -71,9 +71,11 @@ def _report(args: argparse.Namespace) -> int:
 
         from kdcore.evaluate.measured import read_rows
 
-        table = pd.DataFrame(read_rows(paths.metrics, "summary")).T
+        rows = read_rows(paths.metrics, "summary")
+        # one row per model or file; `transfer_set` (what the distilled student learned from) is not one
+        table = pd.DataFrame({name: row for name, row in rows.items() if "accuracy" in row}).T
         columns = [c for c in ("accuracy", "agreement", "ece", "params", "size_bytes", "latency_ms_b1") if c in table]
-        print(table[columns].to_string(float_format=lambda v: f"{v:.4g}"))
+        print(table[columns].to_string(float_format=lambda v: f"{v:.4g}", na_rep="-"))  # "-": not measured for it
     else:
         print(path.read_text(), end="")
     return 0

@@ -58,7 +58,8 @@ def test_report_prints_the_metrics_table(tmp_path: Path, capsys) -> None:
     write_params(tmp_path / "params.yaml", raw)
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics" / "summary.json").write_text(
-        '{"student_kd": {"accuracy": 0.95, "ece": 0.01}, "student_kd_int8_pt2e": {"accuracy": 0.94}}'
+        '{"student_kd": {"accuracy": 0.95, "ece": 0.01}, "student_kd_int8_pt2e": {"accuracy": 0.94}, '
+        '"transfer_set": {"real_samples": 1000, "synthetic_samples": 0}}'
     )
     # the measured latencies live apart, one file per stage; the table merges them back
     (tmp_path / "metrics" / "timings").mkdir()
@@ -69,6 +70,7 @@ def test_report_prints_the_metrics_table(tmp_path: Path, capsys) -> None:
     assert main(["report", "--metrics", "--params", str(tmp_path / "params.yaml")]) == 0
     out = capsys.readouterr().out
     assert "student_kd" in out and "0.95" in out and "0.0271" in out and "0.0383" in out
+    assert "transfer_set" not in out and "NaN" not in out  # not a model: no row of NaN
 
 
 def test_stage_runs_kdcore_with_its_arguments(tmp_path: Path, capsys) -> None:

@@ -11,6 +11,7 @@ import torch
 
 from kdcore.artifacts import sha256_file
 from kdcore.checkpoint import load_model_dir
+from kdcore.config import parse_params
 from kdcore.data.prepared import load_split
 from kdcore.inference import predict_logits
 from kdcore.models.onnx import OnnxModel
@@ -30,8 +31,10 @@ def trained(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory):
     return params
 
 
-def test_export_writes_checked_onnx_files_and_their_metrics(trained) -> None:
+def test_export_writes_checked_onnx_files_and_their_metrics(trained, capsys) -> None:
     get_stage("export")(trained)
+    # 128 calibration images asked, 400 in the transfer set: nothing to say
+    assert "calibration_samples" not in capsys.readouterr().err
     rows = json.loads((trained.paths.metrics / "export.json").read_text())
     assert set(rows) == {"student_kd_onnx", "student_kd_int8", "student_scratch_onnx", "student_scratch_int8"}
     for key in ("student_kd", "student_scratch"):
@@ -39,6 +42,7 @@ def test_export_writes_checked_onnx_files_and_their_metrics(trained) -> None:
         assert fp32["agreement_fp32"] == 1.0 and fp32["max_abs_diff_fp32"] < 1e-3
         assert int8["size_bytes"] < fp32["size_bytes"]  # tiny models: the graph's own bytes weigh as much as weights
         assert int8["agreement_fp32"] > 0.9
+        assert (fp32["file"], int8["file"]) == (f"export/{key}/model.onnx", f"export/{key}/model_int8.onnx")
         assert {"accuracy", "nll", "ece", "agreement"} <= set(int8) and not any(k.startswith("latency") for k in int8)
     # latencies are measured, so they live apart from the computed figures
     timings = json.loads((trained.paths.metrics / "timings" / "export.json").read_text())
@@ -75,3 +79,13 @@ def test_onnx_round_trip_of_a_cnn_and_int8_of_it(trained, tmp_path: Path) -> Non
     for name in ("cnn.onnx", "cnn_int8.onnx"):  # no stack traces: the bytes do not depend on the checkout's path
         graph = onnx.load(str(tmp_path / name)).graph
         assert not any(node.metadata_props or "File " in node.doc_string for node in graph.node)
+
+
+def test_fewer_calibration_images_than_asked_are_said(trained, tmp_path: Path, capsys) -> None:
+    raw = json.loads(trained.model_dump_json())
+    raw["export"] = {"models": ["student_kd"], "calibration_samples": 1000}
+    raw["paths"]["exported"] = str(tmp_path / "export")
+    raw["paths"]["metrics"] = str(tmp_path / "metrics")
+    get_stage("export")(parse_params(raw))
+    err = capsys.readouterr().err
+    assert "warning: export.calibration_samples=1000 but the transfer set holds 400 images" in err, err

@@ -83,6 +83,7 @@ def test_every_stage_writes_its_outputs(tiny_run: Path) -> None:
         assert abs(float(weighted) - summary[model]["accuracy"]) < 1e-4, model
     report = (tmp_path / "reports/report.md").read_text()
     assert "student (distilled)" in report and "points" in report and "per_class_accuracy.png" in report
+    assert "(one test image is 0.33 points)" in report  # the gain's resolution on a 300-image test split
     assert "latency.md" in report and "(ms)" not in report  # measured times are in latency.md only
     latency_report = (tmp_path / "reports/latency.md").read_text()
     assert "faster than the teacher cnn" in latency_report and "`student_kd_int8_qat`" in latency_report

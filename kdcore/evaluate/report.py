@@ -182,7 +182,8 @@ def render_report(
             "",
             *rows,
             "",
-            f"Distillation gain over the scratch student: **{gain:+.2f} points** of test accuracy; "
+            f"Distillation gain over the scratch student: **{gain:+.2f} points** of test accuracy "
+            f"(one test image is {100 / meta['sizes']['test']:.2f} points); "
             f"the student has {teacher['params'] / kd['params']:.1f}x fewer parameters than the "
             f"{run.teacher}. Latency of every model and file: [latency.md](latency.md) (wall-clock "
             "measurements, kept apart from the figures above, which identical runs reproduce to the byte).",

@@ -22,7 +22,7 @@ from kdcore.inference import predict_logits
 from kdcore.models.onnx import OnnxModel
 from kdcore.quantize.onnx_export import export_onnx, preprocessing_metadata, quantize_int8, stamp_metadata
 from kdcore.transfer.ensemble import as_one_teacher
-from kdcore.transfer.pool import POOL_FILE, load_pool
+from kdcore.transfer.pool import POOL_FILE, calibration_images, load_pool
 
 MAX_FP32_DIFF = 1e-3  # onnxruntime against torch on the same fp32 weights
 
@@ -36,7 +36,9 @@ def run(params: Params) -> None:
     teacher = as_one_teacher(members, ensemble.method, ensemble.weights, ensemble.tau)
     teacher_pred = predict_logits(teacher, test.x).argmax(1)
     pool = load_pool(params.paths.transfer / POOL_FILE) if cfg.int8 else None
-    calibration = pool.images[: cfg.calibration_samples] if pool is not None else None
+    calibration = (
+        calibration_images(pool, cfg.calibration_samples, "export.calibration_samples") if pool is not None else None
+    )
     torch.set_num_threads(params.evaluate.latency_threads)  # the onnxruntime sessions take this thread count
     rows: dict[str, dict[str, float]] = {}
     for key in cfg.models:
@@ -63,6 +65,7 @@ def run(params: Params) -> None:
             row.update(
                 cost_metrics(shipped, [path], test.x, params.evaluate.latency_repeats, params.evaluate.latency_threads)
             )
+            row["file"] = path.relative_to(params.paths.exported.parent).as_posix()  # e.g. export/student_kd/model.onnx
             rows[name] = {k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}
             print(
                 f"export: {name}: accuracy {row['accuracy']:.4f}, agreement with torch {row['agreement_fp32']:.4f}, "

@@ -12,7 +12,8 @@ For each model in quantize.models, under `models/quantized/<model>/`:
 - `int<b>.safetensors` / `int<b>_qat.safetensors` (quantize.low_bit): Linear weights rounded to b
   bits, packed; run in torch with the dequantized weights.
 
-`metrics/quantize.json` gets a row per file: `<model>_int8_pt2e`, `<model>_int8_qat`,
+`metrics/quantize.json` gets a row per file, its path under models/ in `file`: `<model>_int8_pt2e`
+(`int8_ptq.onnx`), `<model>_int8_qat`,
 `<model>_int8_dynamic`, `<model>_int<b>`, `<model>_int<b>_qat` (`_qat_labels` when QAT used hard
 labels), with accuracy, NLL, ECE, agreement with the teacher and with the fp32 model, size on disk
 and latencies.
@@ -42,7 +43,7 @@ from kdcore.quantize.pt2e import Lowered, ptq_int8, qat_int8
 from kdcore.runtime import seed_everything
 from kdcore.training import ViewSet, fit
 from kdcore.transfer.ensemble import as_one_teacher
-from kdcore.transfer.pool import load_view_set
+from kdcore.transfer.pool import calibration_images, load_view_set
 
 MAX_PACKED_DIFF = 1e-4  # the packed file's model against the quantized model it was written from
 
@@ -105,7 +106,7 @@ def run(params: Params) -> None:
     teacher = as_one_teacher(members, ensemble.method, ensemble.weights, ensemble.tau)
     teacher_pred = predict_logits(teacher, test.x).argmax(1)
     views, pool = load_view_set(params.paths.transfer, meta.fill)
-    calibration = pool.images[: cfg.calibration_samples]
+    calibration = calibration_images(pool, cfg.calibration_samples, "quantize.calibration_samples")
     _, suffix = qat_objective(params)
     rows: dict[str, dict[str, float]] = {}
     for key in cfg.models:
@@ -128,6 +129,7 @@ def run(params: Params) -> None:
             stamp_metadata(path, preprocessing_metadata(meta.meta))  # how to feed it raw samples
             row = evaluate_file(params, OnnxModel(path), [path], test, reference, teacher_pred)
             row.update(torch_figures(params, converted, test))
+            row["file"] = path.relative_to(params.paths.quantized.parent).as_posix()  # the file this row scores
             rows[name] = row
         if cfg.low_bit is not None:
             bits, group = cfg.low_bit.bits, cfg.low_bit.group
@@ -143,6 +145,7 @@ def run(params: Params) -> None:
                 if diff > MAX_PACKED_DIFF:
                     raise DataError(f"quantize {name}: the packed file's logits differ by {diff:.2e} from the model's")
                 rows[name] = evaluate_file(params, shipped, [path], test, reference, teacher_pred)
+                rows[name]["file"] = path.relative_to(params.paths.quantized.parent).as_posix()
         for name in [n for n in rows if n.startswith(f"{key}_")]:
             row = rows[name]
             print(

@@ -155,6 +155,19 @@ def load_pool(path: Path) -> TransferPool:
     return TransferPool(stored["x"], stored["y"], int(meta["real"]), meta["data_sha"], json.loads(meta["settings"]))
 
 
+def calibration_images(pool: TransferPool, wanted: int, key: str) -> torch.Tensor:
+    """The first `wanted` pool images; a line on stderr when the pool holds fewer (`key` names the setting)."""
+    if len(pool.images) < wanted:
+        import sys
+
+        print(
+            f"warning: {key}={wanted} but the transfer set holds {len(pool.images)} images: "
+            f"int8 ranges are calibrated on those {len(pool.images)}",
+            file=sys.stderr,
+        )
+    return pool.images[:wanted]
+
+
 def load_view_set(transfer_dir: Path, fill: torch.Tensor) -> tuple[ViewSet, TransferPool]:
     """The transfer views from build_transfer (real and/or synthetic images), with the (ensemble)
     teacher's logits on them, and the pool they index."""
