@@ -111,8 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PASSTHROUGH = ("stage", "flow", "update", "compare")  # their options belong to the command they run
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in PASSTHROUGH:
+        # everything after the command word is the run command's own (argparse's REMAINDER takes nothing
+        # when the first word is an option, as in `kdflow compare --seeds 0`)
+        args = argparse.Namespace(command=argv[0], rest=argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
     if args.command == "check":
         return _check(args)
     if args.command == "report":

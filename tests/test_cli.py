@@ -103,3 +103,28 @@ def test_measured_figures_split_off_and_merge_back(tmp_path: Path) -> None:
     (tmp_path / "export.json").write_text(json.dumps(computed))
     (tmp_path / "timings" / "export.json").write_text(json.dumps(measured))
     assert read_rows(tmp_path, "export") == rows
+
+
+@pytest.mark.parametrize(
+    ("argv", "module"),
+    [
+        (["compare", "--seeds", "0", "--methods", "hinton"], "flows.compare"),
+        (["flow", "--no-commit"], "flows.pipeline"),
+        (["update", "--repo", "."], "flows.update"),
+        (["stage", "distill", "--params", "p.yaml"], "kdcore.__main__"),
+    ],
+)
+def test_run_commands_pass_their_options_on(argv: list[str], module: str, monkeypatch) -> None:
+    """The options `kdflow --help` shows for a run command reach that command, whatever comes first."""
+    import importlib
+
+    seen = []
+    monkeypatch.setattr(importlib.import_module(module), "main", lambda rest: seen.append(rest) or 0)
+    assert main(argv) == 0
+    assert seen == [argv[1:]]
+
+
+def test_an_option_no_command_takes_is_refused(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["check", "--nope"])
+    assert info.value.code == 2 and "unrecognized arguments: --nope" in capsys.readouterr().err
