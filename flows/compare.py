@@ -21,13 +21,15 @@ from flows.settings import use_local_server_if_running
 
 use_local_server_if_running()
 
+from typing import Any  # noqa: E402
+
 import pandas as pd  # noqa: E402
-import yaml  # noqa: E402
 from prefect import flow  # noqa: E402
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator  # noqa: E402
 
 from flows.cli import run_flow  # noqa: E402
 from kdcore.artifacts import atomic_path, write_text  # noqa: E402
-from kdcore.config import load_params, parse_params, read_yaml  # noqa: E402
+from kdcore.config import Section, format_validation_error, load_params, parse_params, read_yaml  # noqa: E402
 from kdcore.errors import ConfigError, KdflowError  # noqa: E402
 from kdcore.evaluate.methods_report import render_methods_report, save_methods_png  # noqa: E402
 from tasks.experiments import (  # noqa: E402
@@ -40,14 +42,56 @@ from tasks.experiments import (  # noqa: E402
 )
 
 
+class MethodSpec(Section):
+    """One method of the comparison: dotted overrides of params.yaml."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="Names the experiment: letters, digits, '_' or '-'.")
+    group: str | None = None
+    label: str | None = None
+    set: dict[str, Any] | None = Field(default=None, description="Dotted params keys and their values.")
+
+
+class GroupSpec(Section):
+    title: str
+    reference: str | None = Field(default=None, description="The method the group's others are set against.")
+
+
+class ComparisonSpec(BaseModel):
+    """A comparison spec file; other top-level keys hold YAML anchors the methods refer to."""
+
+    model_config = ConfigDict(frozen=True, extra="allow", strict=True)
+    methods: list[MethodSpec] = Field(min_length=1)
+    groups: dict[str, GroupSpec] | None = None
+
+    @model_validator(mode="after")
+    def _names(self) -> ComparisonSpec:
+        names = [m.name for m in self.methods]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"methods: {', '.join(twice)} listed twice")
+        for key, group in (self.groups or {}).items():
+            if group.reference is not None and group.reference not in names:
+                raise ValueError(f"groups.{key}.reference: {group.reference!r} is not a method")
+        return self
+
+
 def load_spec(path: Path, only: list[str] | None) -> tuple[list[dict], dict[str, dict]]:
-    """The methods to run (all, or those named) and the groups' titles and reference methods."""
+    """The methods to run (all, or those named) and the groups' titles and reference methods; a
+    malformed spec ends in ConfigError, one line naming the file and the key."""
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
-    spec = yaml.safe_load(path.read_text()) or {}
-    methods = spec.get("methods")
-    if not methods:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: unreadable ({err})") from None
+    raw = read_yaml(text, source=str(path))
+    if not isinstance(raw, dict) or "methods" not in raw:
         raise ConfigError(f"{path}: no `methods:` list")
+    try:
+        spec = ComparisonSpec.model_validate(raw).model_dump()
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, str(path))) from None
+    methods = spec["methods"]
     names = [m["name"] for m in methods]
     unknown = sorted(set(only or []) - set(names))
     if unknown:
@@ -114,8 +158,8 @@ def compare_methods(
     if rows:
         with atomic_path(csv) as tmp:
             frame.to_csv(tmp, index=False)
-        labels = {m["name"]: m.get("label", m["name"]) for m in chosen}
-        groups = {m["name"]: m.get("group", "other") for m in chosen}
+        labels = {m["name"]: m.get("label") or m["name"] for m in chosen}
+        groups = {m["name"]: m.get("group") or "other" for m in chosen}
         command = "python -m flows.compare --seeds " + " ".join(map(str, seeds))
         sizes = params.data.splits
         where = (

@@ -248,3 +248,46 @@ def test_run_queue_waits_while_a_worker_runs_and_gives_up_on_a_queue_that_never_
     fake_queue(monkeypatch, [queued])
     with pytest.raises(ExperimentFailed, match=r"exited 3 times with a still queued"):
         run_queue("repo", ["a"], jobs=1, poll_s=0, log=lambda line: None, max_restarts=2)
+
+
+MALFORMED_SPECS = {
+    "methods: not a list": ("methods: hinton\n", "methods: Input should be a valid list"),
+    "a method without a name": ("methods:\n  - {group: mlp}\n", "methods[0].name: required key is missing"),
+    "a method that is a string": ("methods:\n  - hinton\n", "methods[0]: Input should be a valid dictionary"),
+    "a misspelt key of a method": ("methods:\n  - {name: a, sett: {seed: 1}}\n", "methods[0].sett: unknown key"),
+    "set that is a list": ("methods:\n  - {name: a, set: [seed, 1]}\n", "methods[0].set: Input should be a valid"),
+    "a name no experiment can have": ("methods:\n  - {name: 'a b'}\n", "methods[0].name: String should match"),
+    "a name given twice": ("methods:\n  - {name: a}\n  - {name: a}\n", "methods: a listed twice"),
+    "a reference to no method": (
+        "groups: {g: {title: G, reference: nope}}\nmethods:\n  - {name: a, group: g}\n",
+        "groups.g.reference: 'nope' is not a method",
+    ),
+    "a group without a title": ("groups: {g: {reference: a}}\nmethods:\n  - {name: a}\n", "groups.g.title"),
+    "an empty methods list": ("methods: []\n", "methods: List should have at least 1 item"),
+    "not YAML": ("methods: [\n", "not valid YAML"),
+    "a top-level list": ("- name: a\n", "no `methods:` list"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED_SPECS))
+def test_a_malformed_comparison_spec_is_one_line_naming_the_key(case: str, tmp_path) -> None:
+    from flows.compare import load_spec
+    from kdcore.errors import ConfigError
+
+    text, expected = MALFORMED_SPECS[case]
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_spec(spec, None)
+    message = str(info.value)
+    assert expected in message and "\n" not in message and str(spec) in message, message
+
+
+def test_a_spec_that_is_not_text_is_one_line(tmp_path) -> None:
+    from flows.compare import load_spec
+    from kdcore.errors import ConfigError
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_bytes(b"\xff\xfe\x00methods")
+    with pytest.raises(ConfigError, match="unreadable"):
+        load_spec(spec, None)
