@@ -47,6 +47,16 @@ def test_an_unknown_class_in_params_stops_before_any_stage(tmp_path: Path, capsy
     assert main(["check", "--params", str(tmp_path / "params.yaml")]) == 0
 
 
+def test_check_reads_a_broken_data_file_as_prepare_would(tmp_path: Path, capsys) -> None:
+    (tmp_path / "data.npz").write_text("not an archive")
+    write_params(
+        tmp_path / "params.yaml", tiny_raw(tmp_path, data__source="npz", data__path=str(tmp_path / "data.npz"))
+    )
+    assert main(["check", "--params", str(tmp_path / "params.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"kdflow check: error: data.path {tmp_path / 'data.npz'}: not an .npz archive (np.savez writes one)"
+
+
 def test_report_without_a_run_says_what_to_do(tmp_path: Path, capsys) -> None:
     write_params(tmp_path / "params.yaml", tiny_raw(tmp_path))
     assert main(["report", "--params", str(tmp_path / "params.yaml")]) == 2

@@ -83,6 +83,10 @@ def data_header(source: str, path: Path | None = None) -> DataHeader:
     allows (npz: `y` and the header of `x`; idx: the label files; imagefolder: the class directories
     and their file names), so params about classes, splits and views are checked before any stage runs."""
     if source == "npz":
+        if not Path(path).is_file():
+            raise DataError(f"data.path {path}: no such .npz file")
+        if not zipfile.is_zipfile(path):  # np.load would take it for a pickle and say so
+            raise DataError(f"data.path {path}: not an .npz archive (np.savez writes one)")
         try:
             with np.load(path, allow_pickle=False) as archive:
                 labels = np.asarray(archive["y"])
