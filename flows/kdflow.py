@@ -40,11 +40,11 @@ def _tool(cmd: list[str]) -> int:
 def _check(args: argparse.Namespace) -> int:
     from kdcore.config import load_params
     from kdcore.errors import KdflowError
-    from kdcore.stages.check_params import check_against_data
+    from kdcore.stages.check_params import check
 
     try:
         params = load_params(args.params)
-        check_against_data(params)
+        check(params)
     except KdflowError as err:
         print(f"kdflow check: error: {err}", file=sys.stderr)
         return err.exit_code

@@ -138,3 +138,61 @@ def test_an_option_no_command_takes_is_refused(capsys) -> None:
     with pytest.raises(SystemExit) as info:
         main(["check", "--nope"])
     assert info.value.code == 2 and "unrecognized arguments: --nope" in capsys.readouterr().err
+
+
+def test_check_decides_from_headers_and_architectures_what_stages_would_refuse(tmp_path: Path, capsys) -> None:
+    """DVC removes a stage's outputs before its command runs: every refusal decidable from params, file
+    headers and the architectures (built on the meta device) is made by check_params, one line each."""
+    import torch
+    from safetensors.torch import save_file
+
+    from kdcore.models import build_model
+    from tests.conftest import TINY
+
+    cnn = TINY["teachers"]["cnn"]["model"]
+    save_file(build_model_state(cnn, build_model), str(tmp_path / "fits.safetensors"))
+    save_file(build_model_state({**cnn, "channels": [4, 8]}, build_model), str(tmp_path / "other.safetensors"))
+    (tmp_path / "teacher.pt").write_bytes(b"\x80\x04\x95 a pickle")
+    (tmp_path / "a_directory").mkdir()
+    no_bn = {**cnn, "batchnorm": False}
+    given = "teachers__cnn"
+    cases = [
+        ({given: {"model": cnn, "pretrained": str(tmp_path / "teacher.pt")}}, "teachers.cnn.pretrained: ",
+         "is not a safetensors file"),
+        ({given: {"model": cnn, "pretrained": str(tmp_path / "other.safetensors")}}, "teachers.cnn.pretrained: ",
+         "does not fit model 'cnn'"),
+        ({given: {"model": cnn, "pretrained": str(tmp_path / "nowhere.safetensors")}}, "teachers.cnn.pretrained",
+         "not found"),
+        ({given: {"model": cnn, "pretrained": str(tmp_path / "a_directory")}}, "teachers.cnn.pretrained",
+         "is a directory"),
+        ({"distill__terms": [{"name": "kd", "weight": 1.0},
+                             {"name": "hint", "weight": 1.0, "student_layers": ["features.9"],
+                              "teacher_layers": ["features.0"]}]}, "student (hint term) has no layer 'features.9'",
+         "valid layers: "),
+        ({"transfer__source": "synthetic", "teachers__cnn__model": no_bn}, "synth.method=inversion",
+         "synth.bn_weight: 0"),
+        ({"teachers__cnn__subset": 0.01}, "teachers.cnn.subset: 0.01 of the 400-sample teacher split is 4",
+         "teachers.cnn.train.batch_size 16"),
+        ({"student__model": {"name": "resnet18", "weights": str(tmp_path / "teacher.pt")}},
+         "student.model.weights: ", "is not a safetensors file"),
+    ]  # fmt: skip
+    if not torch.cuda.is_available():
+        cases.append(({"device": "cuda"}, "device: 'cuda' but no CUDA device", "use device: auto or cpu"))
+    save_file(build_model_state(cnn, build_model), str(tmp_path / "fits.safetensors"))
+    write_params(tmp_path / "params.yaml", tiny_raw(tmp_path, teachers__cnn={"model": cnn,
+                 "pretrained": str(tmp_path / "fits.safetensors")}))  # fmt: skip
+    assert main(["check", "--params", str(tmp_path / "params.yaml")]) == 0, capsys.readouterr().err
+    for overrides, key, reason in cases:
+        write_params(tmp_path / "params.yaml", tiny_raw(tmp_path, **overrides))
+        capsys.readouterr()
+        assert main(["check", "--params", str(tmp_path / "params.yaml")]) == 2, overrides
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and key in err and reason in err, (overrides, err)
+    assert not (tmp_path / ".kdflow").exists()
+
+
+def build_model_state(spec: dict, build) -> dict:
+    from kdcore.config.models import CNNSpec
+
+    model = build(CNNSpec(**spec), (1, 8, 8), 10)
+    return {k: v.contiguous() for k, v in model.state_dict().items()}

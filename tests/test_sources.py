@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from kdcore.data.sources import class_names, load_source, read_idx
+from kdcore.data.sources import class_names, data_header, load_source, read_idx
 from kdcore.errors import DataError
 
 
@@ -134,6 +134,8 @@ def test_imagefolder_errors(tmp_path: Path) -> None:
 
 def test_class_names_without_decoding_images_match_the_loaders(tmp_path: Path) -> None:
     np.savez(tmp_path / "d.npz", x=np.zeros((4, 3, 3), np.uint8), y=np.array([7, 2, 7, 2]))
+    np.savez(tmp_path / "hwc.npz", x=np.zeros((2, 5, 6, 3), np.uint8), y=np.array([0, 1]))
+    np.savez(tmp_path / "vectors.npz", x=np.zeros((2, 7), np.float32), y=np.array([0, 1]))
     (tmp_path / "idx").mkdir()
     write_idx(tmp_path / "idx" / "train-images-idx3-ubyte", np.zeros((3, 4, 4)))
     write_idx(tmp_path / "idx" / "train-labels-idx1-ubyte", np.array([4, 1, 4]))
@@ -146,5 +148,13 @@ def test_class_names_without_decoding_images_match_the_loaders(tmp_path: Path) -
     ]
     for source, path, names in cases:
         assert class_names(source, path) == load_source(source, path).class_names == names, source
+    for source, path in [
+        *((s, p) for s, p, _ in cases),
+        ("npz", tmp_path / "hwc.npz"),
+        ("npz", tmp_path / "vectors.npz"),
+    ]:
+        # the sample shape the architectures are checked against, from headers alone
+        assert data_header(source, path).input_shape == tuple(load_source(source, path).images.shape[1:]), source
+    assert data_header("imagefolder", tmp_path / "folder", image_size=3, channels=3).input_shape == (3, 3, 3)
     with pytest.raises(DataError, match=r"train-labels-idx1-ubyte: not an \.npz archive"):
         class_names("npz", tmp_path / "idx" / "train-labels-idx1-ubyte")

@@ -64,24 +64,70 @@ class DataHeader:
     labels: torch.Tensor  # (N,) class indices, as load_source gives them
     class_names: list[str]
     kind: str  # "image" | "vector"
+    input_shape: tuple[int, int, int] | None  # (C, H, W) of one sample; None where only decoding tells
 
 
-def _npz_x_ndim(path: Path) -> int:
-    """The number of dimensions of an .npz's `x`, from the array's header (the data is not read)."""
+def _npz_x_shape(path: Path) -> tuple[int, ...]:
+    """The shape of an .npz's `x`, from the array's header (the data is not read)."""
     fmt = np.lib.format
     with zipfile.ZipFile(path) as archive, archive.open("x.npy") as member:
         version = fmt.read_magic(member)
         reader = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
         if reader is not None:
-            return len(reader(member)[0])
+            return tuple(reader(member)[0])
     with np.load(path, allow_pickle=False) as archive:  # a header version numpy reads only with the data
-        return archive["x"].ndim
+        return tuple(archive["x"].shape)
 
 
-def data_header(source: str, path: Path | None = None) -> DataHeader:
-    """The labels and kind `load_source` would give, read without decoding images where the format
-    allows (npz: `y` and the header of `x`; idx: the label files; imagefolder: the class directories
-    and their file names), so params about classes, splits and views are checked before any stage runs."""
+def _sample_shape(shape: tuple[int, ...]) -> tuple[int, int, int] | None:
+    """(C, H, W) of one sample of an array of `shape`, as load_npz and load_idx lay it out."""
+    if len(shape) == 2:  # (N, D) vectors: D channels of a 1x1 image
+        return (shape[1], 1, 1)
+    if len(shape) == 3:
+        return (1, shape[1], shape[2])
+    if len(shape) == 4:
+        if shape[-1] in (1, 3) and shape[1] not in (1, 3):
+            return (shape[3], shape[1], shape[2])
+        return (shape[1], shape[2], shape[3])
+    return None  # load_source names the defect
+
+
+def _idx_dims(path: Path) -> tuple[int, ...] | None:
+    """The dimensions an IDX file's header gives (the data is not read); None if the header is unreadable."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            head = fh.read(4)
+            if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in _IDX_DTYPES or head[3] == 0:
+                return None
+            dims = fh.read(4 * head[3])
+    except (OSError, EOFError, zlib.error):
+        return None
+    return struct.unpack(f">{head[3]}I", dims) if len(dims) == 4 * head[3] else None
+
+
+def _first_image_shape(path: Path, image_size: int | None, channels: int) -> tuple[int, int, int] | None:
+    """The (C, H, W) imagefolder gives: the resize target, or the first image's size (its header)."""
+    if image_size is not None:
+        return (channels, image_size, image_size)
+    from PIL import Image, UnidentifiedImageError
+
+    for class_dir in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for f in sorted(f for f in class_dir.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES):
+            try:
+                with Image.open(f) as img:
+                    width, height = img.size
+            except (UnidentifiedImageError, OSError):
+                return None  # prepare names the file
+            return (channels, height, width)
+    return None
+
+
+def data_header(source: str, path: Path | None = None, image_size: int | None = None, channels: int = 1) -> DataHeader:
+    """The labels, kind and sample shape `load_source` would give, read without decoding images where
+    the format allows (npz: `y` and the header of `x`; idx: the label files and the image files'
+    headers; imagefolder: the class directories, their file names and one image's header), so params
+    about classes, splits, views and architectures are checked before any stage runs."""
     if source == "npz":
         if not Path(path).is_file():
             raise DataError(f"data.path {path}: no such .npz file")
@@ -90,26 +136,29 @@ def data_header(source: str, path: Path | None = None) -> DataHeader:
         try:
             with np.load(path, allow_pickle=False) as archive:
                 labels = np.asarray(archive["y"])
-            ndim = _npz_x_ndim(Path(path))
+            shape = _npz_x_shape(Path(path))
         except Exception as err:  # noqa: BLE001 - prepare reports the file's defect in full
             raise DataError(f"data.path {path}: cannot read its labels ({err})") from None
         index, names = _index_labels(labels, str(path))
-        return DataHeader(index, names, "vector" if ndim == 2 else "image")
+        return DataHeader(index, names, "vector" if len(shape) == 2 else "image", _sample_shape(shape))
     if source == "idx":
         files = sorted(p for p in Path(path).glob("*-labels-idx*"))
         if not files:
             raise DataError(f"data.path {path}: no '*-labels-idx*' file found")
         index, names = _index_labels(np.concatenate([read_idx(f) for f in files]), str(path))
-        return DataHeader(index, names, "image")
+        images = sorted(p for p in Path(path).glob("*-images-idx*"))
+        dims = _idx_dims(images[0]) if images else None
+        return DataHeader(index, names, "image", _sample_shape(dims) if dims else None)
     if source == "imagefolder":
         dirs = sorted(p for p in Path(path).iterdir() if p.is_dir() and not p.name.startswith("."))
         if not dirs:
             raise DataError(f"data.path {path}: no class subdirectories")
         counts = [sum(1 for f in d.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES) for d in dirs]
         labels = torch.repeat_interleave(torch.arange(len(dirs)), torch.tensor(counts))
-        return DataHeader(labels, [d.name for d in dirs], "image")
+        shape = _first_image_shape(Path(path), image_size, channels)
+        return DataHeader(labels, [d.name for d in dirs], "image", shape)
     data = load_source(source, path)  # bundled data: small
-    return DataHeader(data.labels, data.class_names, data.kind)
+    return DataHeader(data.labels, data.class_names, data.kind, tuple(data.images.shape[1:]))
 
 
 def class_names(source: str, path: Path | None = None) -> list[str]:

@@ -10,30 +10,100 @@ Params are checked here against the data too, read from its labels and header al
 (kdcore.data.sources.data_header), since the stages that use them run after DVC has removed their
 outputs: class names (`transfer.exclude_classes`), split sizes (`data.splits`, split as `prepare`
 splits them), and settings the kind of data rules out (shifts and cutmix of (N, D) vectors).
+
+And against the models, built on the meta device (names, shapes and layer types, no memory): weights
+files given in params (their safetensors header: names and shapes, not the tensors), an ONNX
+teacher (loaded and run on one sample), the layers feature terms name, the BatchNorm layers that
+inversion matches, a teacher subset too small for one batch, and the device.
 """
 
 from __future__ import annotations
 
+import torch
+
 from kdcore.artifacts import write_json
 from kdcore.config import Params
-from kdcore.data.sources import data_header
+from kdcore.data.sources import DataHeader, data_header
 from kdcore.data.splits import stratified_split
+from kdcore.errors import ConfigError, DataError
+from kdcore.losses.compose import Objective
+from kdcore.models import InputShape, check_weights_file, meta_model, require_file
+from kdcore.runtime import resolve_device
 from kdcore.transfer.pool import excluded_indices
 
 MARKER = "params_ok.json"
 
 
-def check_against_data(params: Params) -> None:
+def check_against_data(params: Params) -> DataHeader:
     """The checks of params that need the data: the classes params name, the split sizes, the views."""
-    header = data_header(params.data.source, params.data.path)
+    cfg = params.data
+    header = data_header(cfg.source, cfg.path, cfg.image_size, cfg.channels)
     if params.transfer.exclude_classes:
         excluded_indices(header.class_names, params.transfer.exclude_classes)
-    stratified_split(header.labels, params.data.splits.model_dump(), params.seed)
+    stratified_split(header.labels, cfg.splits.model_dump(), params.seed)
     params.check_for_kind(header.kind)
+    return header
+
+
+def check_onnx_teacher(name: str, path, input_shape: InputShape, num_classes: int) -> None:
+    """An ONNX teacher loads, takes one input of the data's shape and gives finite logits, one per class."""
+    from kdcore.models.onnx import OnnxModel
+
+    model = OnnxModel(require_file(path, f"teachers.{name}.onnx model"))
+    logits = model(torch.zeros(1, *input_shape))
+    if tuple(logits.shape) != (1, num_classes):
+        raise DataError(
+            f"teachers.{name}.onnx: {path} gives outputs of shape {tuple(logits.shape)} for one sample of shape "
+            f"{tuple(input_shape)}; expected (1, {num_classes}) for the data's {num_classes} classes"
+        )
+    if not bool(torch.isfinite(logits).all()):
+        raise DataError(f"teachers.{name}.onnx: {path} gives outputs that are not finite (NaN or inf)")
+
+
+def check_against_models(params: Params, header: DataHeader) -> None:
+    """The checks of params that need the architectures, built on the meta device."""
+    resolve_device(params.device)
+    if header.input_shape is None:
+        return  # only decoding the data tells the shape: prepare checks it, the stages check the rest
+    shape, classes = header.input_shape, len(header.class_names)
+    teachers = {}
+    for name, cfg in params.teachers.items():
+        if cfg.origin == "onnx":
+            check_onnx_teacher(name, cfg.onnx, shape, classes)
+            continue
+        teachers[name] = model = meta_model(cfg.model, shape, classes)
+        if getattr(cfg.model, "weights", None) is not None:
+            check_weights_file(cfg.model.weights, model, cfg.model.name, f"teachers.{name}.model.weights")
+        if cfg.pretrained is not None:
+            check_weights_file(cfg.pretrained, model, cfg.model.name, f"teachers.{name}.pretrained")
+        if cfg.train is not None:
+            samples = max(1, round(cfg.subset * params.data.splits.teacher_train))
+            if samples < min(cfg.train.batch_size, params.data.splits.teacher_train):
+                raise ConfigError(
+                    f"teachers.{name}.subset: {cfg.subset} of the {params.data.splits.teacher_train}-sample teacher "
+                    f"split is {samples} sample(s), fewer than one batch (teachers.{name}.train.batch_size "
+                    f"{cfg.train.batch_size})"
+                )
+    student = meta_model(params.student.model, shape, classes)
+    if getattr(params.student.model, "weights", None) is not None:
+        check_weights_file(params.student.model.weights, student, params.student.model.name, "student.model.weights")
+    objective = Objective([t.model_dump(mode="json") for t in params.distill.terms], params.distill.temperature)
+    if objective.needs_teacher_features:
+        objective.check_layers(student, teachers[objective.feature_teacher or next(iter(params.teachers))])
+    synth = params.synth
+    if params.transfer.source != "real" and synth.method in ("inversion", "generator") and synth.bn_weight > 0:
+        from kdcore.synth.priors import BatchNormStats
+
+        BatchNormStats(teachers[params.synth_teacher()], f"synth.method={synth.method}").remove()
+
+
+def check(params: Params) -> None:
+    """Everything about params that can be decided before a stage runs (load_params checked the rest)."""
+    check_against_models(params, check_against_data(params))
 
 
 def run(params: Params) -> None:
     # reaching here means load_params accepted the file; the marker holds nothing that varies
-    check_against_data(params)
+    check(params)
     write_json(params.paths.work / MARKER, {"params": "valid"})
     print(f"check_params: params valid -> {params.paths.work / MARKER}")

@@ -24,7 +24,7 @@ from kdcore.errors import ConfigError, DataError
 from kdcore.evaluate.measured import write_training_time
 from kdcore.inference import predict_logits
 from kdcore.losses import LOSSES
-from kdcore.models import build_model, count_params, require_file
+from kdcore.models import build_model, check_weights_file, count_params, require_file
 from kdcore.models.onnx import OnnxModel
 from kdcore.runtime import resolve_device, seed_everything
 from kdcore.training import ImageSet, fit
@@ -84,27 +84,16 @@ def train_one(params: Params, name: str) -> None:
 def load_pretrained(cfg: TeacherConfig, name: str, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     """The teacher's architecture with its weights from `cfg.pretrained`; one-line errors for a file that
     is missing, not safetensors, or made for another architecture."""
-    path = require_file(cfg.pretrained, f"teachers.{name}.pretrained weights file")
-    try:
-        state = load_file(str(path))
-    except Exception as err:  # safetensors raises its own error types for other formats
-        raise DataError(f"teachers.{name}.pretrained: {path} is not a safetensors file ({err})") from None
+    what = f"teachers.{name}.pretrained"
+    model = build_model(cfg.model, input_shape, num_classes)
+    check_weights_file(cfg.pretrained, model, cfg.model.name, what)
+    path = Path(cfg.pretrained)
+    state = load_file(str(path))
     broken = [k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     if broken:
         raise DataError(
-            f"teachers.{name}.pretrained: {path} holds values that are not finite (NaN or inf) in "
+            f"{what}: {path} holds values that are not finite (NaN or inf) in "
             f"{', '.join(broken[:3])}{' ...' if len(broken) > 3 else ''}; a teacher must give finite outputs"
-        )
-    model = build_model(cfg.model, input_shape, num_classes)
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    resized = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-    if missing or unexpected or resized:
-        shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in resized[:2]]
-        raise DataError(
-            f"teachers.{name}.pretrained: {path} does not fit model {cfg.model.name!r}: "
-            f"missing {missing[:3]}, unexpected {unexpected[:3]}, other shapes {shapes}"
         )
     model.load_state_dict(state)
     return model.eval()
