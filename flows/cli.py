@@ -13,13 +13,18 @@ SERVER_HELP = (
 )
 
 
+# expected outcomes a flow ends in by name, each with its own exit status (scripts and schedulers branch on them)
+OUTCOMES = {"Rejected": 4, "RolledBack": 5, "Busy": 6}
+
+
 def exit_status(state, prog: str) -> int:
-    """0 for a completed flow run; else 1, with the state's name and message on stderr in one line."""
-    if state.is_completed():
+    """0 for a completed flow run; an expected outcome's own status (OUTCOMES); else 1. Every status
+    but 0 comes with the state's name and message on stderr in one line."""
+    if state.is_completed() and state.name not in OUTCOMES:
         return 0
     message = " ".join(str(state.message).split())
     print(f"{prog}: {state.name}: {message}", file=sys.stderr)
-    return 1
+    return OUTCOMES.get(state.name, 1)
 
 
 def run_flow(prog: str, flow: Callable[..., Any], **kwargs: Any) -> int:

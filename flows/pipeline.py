@@ -4,7 +4,8 @@ The DAG comes from dvc.yaml through DVC's Python API; each stage is its own task
 --single-item`), so DVC still decides what is up to date and dvc.lock stays the record. Stages
 are submitted to a Prefect task runner as soon as their upstream stages finish, so independent
 ones (the teachers) can run in parallel (orchestration.parallel, orchestration.task_runner). After the
-stages: artifacts (metrics table, report, metrics diff), the quality gate, and one git commit.
+stages: artifacts (metrics table, report, metrics diff), the quality gate, and one git commit. One
+flow runs at a time in a project, never beside a `dvc repro` (tasks/results.py, one_run_at_a_time).
 
     python -m flows.pipeline [--repo PATH] [--no-commit]
 """
@@ -22,6 +23,7 @@ use_local_server_if_running()
 
 from prefect import flow  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
+from prefect.states import Failed  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from flows.cli import run_flow  # noqa: E402
@@ -29,8 +31,10 @@ from kdcore.config import load_params  # noqa: E402
 from kdcore.errors import ConfigError  # noqa: E402
 from tasks.dvc_stage import run_stage  # noqa: E402
 from tasks.results import (  # noqa: E402
+    Busy,
     check_workspace,
     commit_results,
+    one_run_at_a_time,
     publish_artifacts,
     push_artifacts,
     quality_gate,
@@ -90,9 +94,19 @@ def run_stages(order: list[str], upstream: dict[str, list[str]], repo: str, retr
 
 
 @flow(name="kdflow-pipeline", log_prints=True)
-def kd_pipeline(repo: str = ".", commit: bool = True) -> dict[str, object]:
-    """Runs every DVC stage in order, publishes the results, gates them and commits them."""
+def kd_pipeline(repo: str = ".", commit: bool = True):
+    """Runs every DVC stage in order, publishes the results, gates them and commits them. Beside a
+    running `dvc repro` or another flow it changes nothing and ends in state Busy."""
     root = str(Path(repo).resolve())
+    try:
+        with one_run_at_a_time(root):
+            return run_pipeline(root, commit)
+    except Busy as err:
+        print(f"not started: {err}")
+        return Failed(name="Busy", message=str(err))
+
+
+def run_pipeline(root: str, commit: bool) -> dict[str, object]:
     params = load_params(Path(root) / "params.yaml")
     paths = params.paths
     order, upstream, result_dirs = read_dag(Path(root))

@@ -25,6 +25,37 @@ def tool_env() -> dict[str, str]:
     return env
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: Linux sends it SIGTERM when the process that started it dies, so a
+    killed flow leaves no `dvc repro` running on behind it."""
+    import contextlib
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the child may outlive a killed flow
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+
+
+def child_options() -> dict[str, object]:
+    """subprocess options for the flows' tools: their environment, and ending with the flow."""
+    return {"env": tool_env(), "preexec_fn": _die_with_parent if sys.platform.startswith("linux") else None}
+
+
+def dvc_running(repo: str | Path) -> bool:
+    """Whether a DVC command holds this project's lock (`.dvc/tmp/lock`, as DVC takes it: an flock)."""
+    import zc.lockfile
+
+    path = Path(repo) / ".dvc" / "tmp" / "lock"
+    if not path.parent.is_dir():
+        return False
+    try:
+        lock = zc.lockfile.LockFile(str(path))
+    except zc.lockfile.LockError:
+        return True
+    lock.close()
+    return False
+
+
 def stage_error(stage: str, output: str) -> str:
     """The most telling line of a failed stage: kdflow's one-line error, else DVC's, else the last line."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
@@ -44,9 +75,9 @@ def run_stage(stage: str, repo: str) -> dict[str, object]:
     result = subprocess.run(
         ["dvc", "repro", "--single-item", stage],
         cwd=repo,
-        env=tool_env(),
         capture_output=True,
         text=True,
+        **child_options(),
     )
     output = result.stdout + result.stderr
     for line in output.splitlines():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,38 @@ class GateFailed(RuntimeError):
 
 class UnrelatedChanges(RuntimeError):
     """The workspace holds uncommitted changes the pipeline did not make."""
+
+
+class Busy(RuntimeError):
+    """Another flow, or a DVC command, is running in the project; this run changed nothing."""
+
+
+FLOW_LOCK = ".dvc/tmp/kdflow-flow.lock"  # held by a committing flow for its whole run
+
+
+@contextmanager
+def one_run_at_a_time(repo: str | Path):
+    """Holds the project's flow lock while the block runs. Busy (nothing changed) when a DVC command
+    holds DVC's lock (a `dvc repro` the user started) or another flow holds the flow lock: a flow
+    beside either would commit, or roll back, files that run is still writing."""
+    import zc.lockfile
+
+    from tasks.dvc_stage import dvc_running
+
+    if dvc_running(repo):
+        raise Busy("a DVC command is running in this project (it holds .dvc/tmp/lock); try again when it ends")
+    path = Path(repo) / FLOW_LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = zc.lockfile.LockFile(str(path))
+    except zc.lockfile.LockError:
+        holder = path.read_text().strip() if path.is_file() else "?"
+        raise Busy(f"another kdflow flow is running in this project (pid {holder}, {FLOW_LOCK}); "
+                   "try again when it ends") from None  # fmt: skip
+    try:
+        yield
+    finally:
+        lock.close()
 
 
 def git(repo: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

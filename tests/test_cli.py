@@ -44,7 +44,14 @@ def test_an_unknown_class_in_params_stops_before_any_stage(tmp_path: Path, capsy
         "leave out fewer"
     )
     write_params(tmp_path / "params.yaml", tiny_raw(tmp_path, transfer__exclude_classes=[3]))
-    assert main(["check", "--params", str(tmp_path / "params.yaml")]) == 0
+    assert main(["check", "--params", str(tmp_path / "params.yaml")]) == 2  # the bias is chosen on validation
+    assert capsys.readouterr().err.strip() == (
+        "kdflow check: error: distill.omitted_bias: auto chooses the omitted classes' bias on the validation "
+        "split, but data.splits.validation is 0: give it samples, or set the bias (e.g. 3.5) or off"
+    )
+    for fix in ({"data__splits__validation": 200}, {"distill__omitted_bias": 3.5}, {"distill__omitted_bias": "off"}):
+        write_params(tmp_path / "params.yaml", tiny_raw(tmp_path, transfer__exclude_classes=[3], **fix))
+        assert main(["check", "--params", str(tmp_path / "params.yaml")]) == 0, capsys.readouterr().err
 
 
 def test_check_reads_a_broken_data_file_as_prepare_would(tmp_path: Path, capsys) -> None:

@@ -276,6 +276,36 @@ def test_params_list_of_increments_is_edited_in_place() -> None:
         "seed: 0\nlifelong:  # updates\n  method: lwf\n  increments: []   # learned in order\n  memory: 5\ngate: {}\n"
     )
     once = with_increment(text, ["a"])
-    assert once == text.replace("increments: []   #", "increments: [a]   #")
+    assert once == text.replace("increments: []   #", 'increments: ["a"]   #')
     block = "lifelong:\n  increments:\n  - a\n  - b\n  memory: 5\n"
-    assert with_increment(block, ["a", "b", "c"]) == "lifelong:\n  increments: [a, b, c]\n  memory: 5\n"
+    assert with_increment(block, ["a", "b", "c"]) == 'lifelong:\n  increments: ["a", "b", "c"]\n  memory: 5\n'
+
+
+def test_batch_names_are_data_not_yaml() -> None:
+    """Names YAML would read as null, a number, a boolean or a date stay names in params.yaml."""
+    import yaml
+
+    from flows.update import with_increment
+    from kdcore.config.lifelong import LifelongConfig
+    from kdcore.lifelong.increments import increment_name
+
+    names = [increment_name(Path(f"{stem}.npz")) for stem in ("null", "123", "yes", "2026-01-01", "1e3", "~", "éte")]
+    assert names == ["null", "123", "yes", "2026-01-01", "1e3", "_", "_te"]
+    text = with_increment("lifelong:\n  increments: []\n", names)
+    assert yaml.safe_load(text)["lifelong"]["increments"] == names
+    assert LifelongConfig(increments=yaml.safe_load(text)["lifelong"]["increments"]).increments == names
+
+
+def test_the_same_samples_landed_again_are_refused(tiny_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from kdcore.errors import DataError
+    from tests.conftest import copy_run
+
+    params = copy_run(tiny_run, tmp_path)
+    first = land_from(params, batches=1, step=20, corrupt=False)[0]
+    assert accept_into(params, first).name == "rot020"
+    again = shutil.copyfile(first, first.with_name("rot020_again.npz"))
+    with pytest.raises(DataError, match=r"the same samples as increment 'rot020', already accepted"):
+        accept_into(with_increments(params, ["rot020"]), Path(again))
+    assert not (params.paths.increments / "rot020_again").exists()

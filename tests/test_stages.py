@@ -12,8 +12,11 @@ import pytest
 import torch
 
 from kdcore.artifacts import load_tensors
+from kdcore.checkpoint import load_model_dir
 from kdcore.config import parse_params
 from kdcore.errors import ConfigError, DataError, ValidationFailed
+from kdcore.inference import predict_logits
+from kdcore.omitted import GRID
 from kdcore.stages import STAGE_NAMES, get_stage
 from kdcore.transfer.ensemble import combine_logits
 from tests.conftest import copy_run, tiny_raw, with_two_teachers
@@ -245,8 +248,8 @@ def test_a_validation_split_is_carved_without_moving_the_others(tmp_path: Path) 
 def test_the_scratch_baseline_leaves_out_the_classes_the_distilled_student_never_sees(
     tiny_run: Path, tmp_path: Path
 ) -> None:
-    params = copy_run(tiny_run, tmp_path, transfer__exclude_classes=[3])
-    run_stages(params, "build_transfer", "distill", "train_student_scratch", "evaluate")
+    params = copy_run(tiny_run, tmp_path, transfer__exclude_classes=[3], data__splits__validation=200)
+    run_stages(params, "prepare", "build_transfer", "distill", "train_student_scratch", "evaluate")
     transfer_y = load_tensors(tmp_path / "data/prepared/transfer.safetensors")["y"]
     threes = int((transfer_y == 3).sum())
     config = json.loads((tmp_path / "models/student_scratch/model.json").read_text())["config"]
@@ -259,3 +262,22 @@ def test_the_scratch_baseline_leaves_out_the_classes_the_distilled_student_never
     assert summary["transfer_set"]["scratch_samples"] == summary["transfer_set"]["real_samples"] == 400 - threes
     report = (tmp_path / "reports/report.md").read_text()
     assert "Both students' data left out class 3 (`transfer.exclude_classes`)." in report
+
+    # the omitted class's bias correction: chosen on the validation split, shipped only if better there
+    choice = json.loads((tmp_path / "models/student_kd/model.json").read_text())["config"]["omitted_bias"]
+    assert choice["chosen_on"] == "validation" and choice["bias"] in GRID
+    assert choice["val_accuracy_corrected"] >= choice["val_accuracy_uncorrected"]
+    assert choice["shipped"] == (choice["val_accuracy_corrected"] > choice["val_accuracy_uncorrected"])
+    model, _ = load_model_dir(tmp_path / "models/student_kd")
+    val = load_tensors(tmp_path / "data/prepared/validation.safetensors")
+    logits = predict_logits(model, val["x"])
+    ships = choice["shipped"] and choice["bias"] > 0
+    shipped_accuracy = choice["val_accuracy_corrected"] if ships else choice["val_accuracy_uncorrected"]
+    assert float((logits.argmax(1) == val["y"]).float().mean()) == pytest.approx(shipped_accuracy, abs=1e-9)
+    row = summary["omitted_classes"]
+    test_y = load_tensors(tmp_path / "data/prepared/test.safetensors")["y"]
+    assert row["omitted_test_samples"] == int((test_y == 3).sum())
+    assert summary["student_kd"]["accuracy"] == row["distilled_corrected" if ships else "distilled_uncorrected"]
+    assert row["scratch"] == summary["student_scratch"]["accuracy"]
+    assert row["scratch_omitted"] == 0.0  # a student trained on hard labels without a 3 never says 3
+    assert f"raised by +{choice['bias']:g}" in report and "| distilled, uncorrected |" in report

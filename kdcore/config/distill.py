@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Union
+from typing import Annotated, Literal, Union
 
-from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
 
 from kdcore.losses import TERMS
 from kdcore.losses.hinton import CETerm, KDTerm
@@ -28,6 +28,11 @@ class DistillConfig(Section):
         default=1,
         le=10,
         description="Born-again networks: generation g+1 is distilled from generation g (1: from the teacher only).",
+    )
+    omitted_bias: Literal["auto", "off"] | NonNegativeFloat = Field(
+        default="auto",
+        description="With transfer.exclude_classes: raise the omitted classes' output bias (Hinton et al. 2015, "
+        "section 3); auto: chosen on the validation split, shipped only if better there; a number: that bias.",
     )
 
     @model_validator(mode="after")

@@ -141,6 +141,34 @@ def render_latency(latency: dict[str, dict[str, float]], run: RunDescription) ->
     )
 
 
+def render_omitted(row: dict[str, float] | None, run: RunDescription) -> list[str]:
+    """The omitted classes' bias correction: the distilled student without and with it, the scratch student."""
+    if not row:
+        return []
+    classes = ", ".join(run.exclude_classes)
+    bias = f"+{row['bias']:g}"
+    if row["chosen_on_validation"]:
+        how = (
+            f"chosen on the validation split (accuracy {row['val_distilled_uncorrected']:.4f} without it, "
+            f"{row['val_distilled_corrected']:.4f} with it)"
+        )
+    else:
+        how = "set in params (`distill.omitted_bias`)"
+    verdict = "the corrected student ships" if row["shipped"] else "the uncorrected student ships"
+    n = int(row["omitted_test_samples"])
+    return [
+        f"Omitted class {classes}: no transfer sample of it reached either student. The distilled student's "
+        f"output bias for it is raised by {bias} (Hinton et al. 2015, section 3), {how}; {verdict}.",
+        "",
+        f"| student | test accuracy | test accuracy on class {classes} ({n} samples) |",
+        "|---|---:|---:|",
+        f"| distilled, uncorrected | {row['distilled_uncorrected']:.4f} | {row['distilled_uncorrected_omitted']:.4f} |",
+        f"| distilled, bias {bias} | {row['distilled_corrected']:.4f} | {row['distilled_corrected_omitted']:.4f} |",
+        f"| scratch | {row['scratch']:.4f} | {row['scratch_omitted']:.4f} |",
+        "",
+    ]
+
+
 def render_report(
     summary: dict[str, dict[str, float]], meta: dict, run: RunDescription, synth_method: str | None
 ) -> str:
@@ -188,6 +216,7 @@ def render_report(
             f"{run.teacher}. Latency of every model and file: [latency.md](latency.md) (wall-clock "
             "measurements, kept apart from the figures above, which identical runs reproduce to the byte).",
             "",
+            *render_omitted(summary.get("omitted_classes"), run),
             *render_deployed(summary),
             f"ECE: {run.ece_bins} equal-width bins.",
             "",

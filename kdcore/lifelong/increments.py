@@ -44,9 +44,16 @@ def source_of(path: Path) -> str:
 
 
 def increment_name(path: Path) -> str:
-    """A landed batch's name: its file name without suffix, letters, digits, '_' and '-' kept."""
+    """A landed batch's name: its file name without suffix, ASCII letters, digits, '_' and '-' kept
+    (anything else becomes '_'), so it is a valid directory, DVC path and params entry."""
     stem = path.name.removesuffix(".npz")
-    return "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in stem)
+    return "".join(ch if (ch.isascii() and ch.isalnum()) or ch in "_-" else "_" for ch in stem) or "_"
+
+
+def content_hash(images: torch.Tensor, labels: torch.Tensor) -> str:
+    """sha256 of a batch's samples and labels (the student's class indices), whatever its file is called
+    or how it is stored: the same data landed twice (under another name, in another format) hashes alike."""
+    return sha256_tensors({"x": images.contiguous(), "y": labels.contiguous()})
 
 
 def read_batch(path: Path, image_size: int | None, channels: int) -> RawData:
@@ -139,6 +146,12 @@ def accept(
     meta = load_meta(prepared_dir)
     raw = read_batch(path, image_size, channels)
     labels = check_batch(raw, meta, str(path), report_dir)
+    content = content_hash(raw.images, labels)
+    for earlier in accepted:  # learning the same samples twice would inflate the gate's figures
+        known = Path(increments_dir) / earlier / "meta.json"
+        if known.is_file() and read_json(known).get("content_sha256") == content:
+            raise DataError(f"{path}: the same samples as increment {earlier!r}, already accepted (content sha256 "
+                            f"{content[:12]}); a batch is learned once")  # fmt: skip
     x = normalise(raw.images, torch.tensor(meta.meta["mean"]), torch.tensor(meta.meta["std"]))
     seed = seed + len(accepted) + 1
     train, test = split_test(labels, test_share, seed)
@@ -161,6 +174,7 @@ def accept(
                 "classes": classes,
                 "seed": seed,
                 "sha256": {split: sha256_tensors(t) for split, t in tensors.items()},
+                "content_sha256": content,
             },
         )
         staging.rename(out)

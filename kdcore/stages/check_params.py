@@ -14,7 +14,8 @@ splits them), and settings the kind of data rules out (shifts and cutmix of (N, 
 And against the models, built on the meta device (names, shapes and layer types, no memory): weights
 files given in params (their safetensors header: names and shapes, not the tensors), an ONNX
 teacher (loaded and run on one sample), the layers feature terms name, the BatchNorm layers that
-inversion matches, a teacher subset too small for one batch, and the device.
+inversion matches, the output layer an omitted class's bias correction raises, a teacher subset too
+small for one batch, and the device.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from kdcore.data.splits import stratified_split
 from kdcore.errors import ConfigError, DataError
 from kdcore.losses.compose import Objective
 from kdcore.models import InputShape, check_weights_file, meta_model, require_file
+from kdcore.omitted import output_layer
 from kdcore.runtime import resolve_device
 from kdcore.transfer.pool import excluded_indices
 
@@ -40,6 +42,11 @@ def check_against_data(params: Params) -> DataHeader:
     header = data_header(cfg.source, cfg.path, cfg.image_size, cfg.channels)
     if params.transfer.exclude_classes:
         excluded_indices(header.class_names, params.transfer.exclude_classes)
+        if params.distill.omitted_bias == "auto" and not cfg.splits.validation:
+            raise ConfigError(
+                "distill.omitted_bias: auto chooses the omitted classes' bias on the validation split, but "
+                "data.splits.validation is 0: give it samples, or set the bias (e.g. 3.5) or off"
+            )
     stratified_split(header.labels, cfg.splits.model_dump(), params.seed)
     params.check_for_kind(header.kind)
     return header
@@ -87,6 +94,8 @@ def check_against_models(params: Params, header: DataHeader) -> None:
     student = meta_model(params.student.model, shape, classes)
     if getattr(params.student.model, "weights", None) is not None:
         check_weights_file(params.student.model.weights, student, params.student.model.name, "student.model.weights")
+    if params.transfer.exclude_classes and params.distill.omitted_bias != "off":
+        output_layer(student, classes)
     objective = Objective([t.model_dump(mode="json") for t in params.distill.terms], params.distill.temperature)
     if objective.needs_teacher_features:
         objective.check_layers(student, teachers[objective.feature_teacher or next(iter(params.teachers))])

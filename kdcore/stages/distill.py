@@ -8,19 +8,30 @@ and the last generation is the distilled student. Self-distillation is a student
 own architecture with G >= 2. Reverse KD (a small trained model teaching a larger one; Yuan et al.
 2020, "Revisiting Knowledge Distillation via Label Smoothing Regularization") is the same stage with
 the small model listed under `teachers` and the larger one as the student.
+
+With classes left out of the transfer set (`transfer.exclude_classes`), the omitted classes' output
+bias is raised after training by a bias chosen on the validation split (kdcore/omitted.py), and the
+corrected student ships only if it is better there; model.json records both.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import torch
+from torch import nn
+
 from kdcore.checkpoint import load_model_dir, save_model_dir, training_checkpoint
 from kdcore.config import Params
-from kdcore.data.prepared import load_meta, load_split
+from kdcore.data.prepared import PreparedData, load_meta, load_split
 from kdcore.evaluate.measured import write_training_time
+from kdcore.inference import predict_logits
 from kdcore.losses.compose import Objective
 from kdcore.models import build_model, count_params
+from kdcore.omitted import BiasChoice, accuracy, apply_bias, choose_bias, shifted
 from kdcore.runtime import resolve_device
 from kdcore.training import train_student
-from kdcore.transfer.pool import load_view_set
+from kdcore.transfer.pool import excluded_indices, load_view_set
 from kdcore.transfer.views import teacher_logits_on_views
 
 GENERATION_SEED_STEP = 1_000  # generation g trains with seed + (g - 1) * this: a new init and order
@@ -80,11 +91,15 @@ def run(params: Params) -> None:
         if cfg.generations > 1:
             print(f"distill: generation {g} of {cfg.generations}: eval accuracy {accuracy:.4f}")
     write_training_time(paths.metrics, "student_kd", histories)
+    correction = correct_omitted(
+        model, prepared, paths.prepared, pool.settings.get("exclude_classes", []), cfg.omitted_bias, device
+    )
     made_by = {
         "student": student.model_dump(mode="json"),
         "transfer": pool.settings,
         **config,
         "generations": generations,
+        **({"omitted_bias": correction.as_dict()} if correction else {}),
     }
     save_model_dir(
         paths.student_kd, model, student.model, prepared.input_shape, prepared.num_classes, seed=params.seed,
@@ -94,3 +109,38 @@ def run(params: Params) -> None:
         f"distill: {student.model.name}, {count_params(model):,} parameters, {len(views)} views -> {paths.student_kd}"
     )
     print(f"distill: eval accuracy {generations[-1]['eval_accuracy']:.4f}")
+
+
+def correct_omitted(
+    model: nn.Module,
+    prepared: PreparedData,
+    prepared_dir: Path,
+    excluded: list[str],
+    setting: str | float,
+    device: torch.device,
+) -> BiasChoice | None:
+    """The omitted classes' bias correction (kdcore/omitted.py), applied to `model` in place when it
+    ships; None when no class was left out or the correction is off."""
+    if not excluded or setting == "off":
+        return None
+    omitted = excluded_indices(prepared.meta["class_names"], excluded)
+    before = after = None
+    if prepared.meta["sizes"].get("validation", 0):
+        val = load_split(prepared_dir, "validation")
+        logits = predict_logits(model, val.x, device).cpu()
+    if setting == "auto":  # check_params made sure the validation split exists
+        bias, before, after = choose_bias(logits, val.y, omitted)
+        choice = BiasChoice(list(excluded), bias, "validation", before, after, shipped=after > before)
+    else:
+        bias = float(setting)
+        if prepared.meta["sizes"].get("validation", 0):
+            before, after = accuracy(logits, val.y), accuracy(shifted(logits, omitted, bias), val.y)
+        choice = BiasChoice(list(excluded), bias, "params", before, after, shipped=True)
+    if choice.shipped and bias:
+        apply_bias(model, prepared.num_classes, omitted, bias)
+    on_val = f"validation accuracy {before:.4f} -> {after:.4f}; " if before is not None else ""
+    print(
+        f"distill: omitted class {', '.join(excluded)}: output bias +{bias:g} (chosen on {choice.chosen_on}); "
+        f"{on_val}{'shipped' if choice.shipped and bias else 'not shipped'}"
+    )
+    return choice

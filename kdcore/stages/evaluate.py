@@ -7,6 +7,7 @@ metrics/per_class.json, the plots, reports/report.md and reports/latency.md (kdc
 from __future__ import annotations
 
 import pandas as pd
+import torch
 from torch import nn
 
 from kdcore.artifacts import atomic_path, read_json, write_json, write_text
@@ -24,7 +25,9 @@ from kdcore.evaluate.plots import (
 )
 from kdcore.evaluate.report import LABELS, STUDENT_KEYS, RunDescription, render_latency, render_report
 from kdcore.inference import predict_logits
+from kdcore.omitted import accuracy, shifted
 from kdcore.transfer.ensemble import as_one_teacher
+from kdcore.transfer.pool import excluded_indices
 
 DEPLOYED_FILES = ("export.json", "quantize.json")  # the export and quantize stages' rows, merged into summary.json
 
@@ -45,6 +48,35 @@ def describe(params: Params) -> RunDescription:
         latency_repeats=params.evaluate.latency_repeats,
         latency_threads=params.evaluate.latency_threads,
     )
+
+
+def omitted_rows(student_dir, names: list[str], logits: dict, labels: torch.Tensor) -> dict[str, float] | None:
+    """Test figures of the omitted classes' bias correction (kdcore/omitted.py): the distilled student
+    without and with it, whichever shipped, beside the scratch student; None when no class was left out."""
+    choice = read_json(student_dir / "model.json")["config"].get("omitted_bias")
+    if not choice:
+        return None
+    omitted = excluded_indices(names, choice["classes"])
+    bias, shipped = float(choice["bias"]), bool(choice["shipped"] and choice["bias"])
+    plain = shifted(logits["student_kd"], omitted, -bias) if shipped else logits["student_kd"]
+    corrected = shifted(plain, omitted, bias)
+    mask = torch.isin(labels, torch.tensor(omitted))
+    row = {
+        "bias": bias,
+        "shipped": float(shipped),
+        "chosen_on_validation": float(choice["chosen_on"] == "validation"),
+        "omitted_test_samples": int(mask.sum()),
+        "distilled_uncorrected": accuracy(plain, labels),
+        "distilled_corrected": accuracy(corrected, labels),
+        "distilled_uncorrected_omitted": accuracy(plain[mask], labels[mask]),
+        "distilled_corrected_omitted": accuracy(corrected[mask], labels[mask]),
+        "scratch": accuracy(logits["student_scratch"], labels),
+        "scratch_omitted": accuracy(logits["student_scratch"][mask], labels[mask]),
+    }
+    for side in ("uncorrected", "corrected"):
+        if choice.get(f"val_accuracy_{side}") is not None:
+            row[f"val_distilled_{side}"] = choice[f"val_accuracy_{side}"]
+    return {k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}
 
 
 def run(params: Params) -> None:
@@ -111,6 +143,9 @@ def run(params: Params) -> None:
         "views_per_sample": params.transfer.views,
         "scratch_samples": read_json(paths.student_scratch / "model.json")["config"]["samples"],
     }
+    omitted = omitted_rows(paths.student_kd, names, logits, test.y)
+    if omitted:
+        summary["omitted_classes"] = omitted
     computed, latency = split_measured(summary)
     write_json(paths.metrics / "timings" / "evaluate.json", latency)
     for name in DEPLOYED_FILES:  # rows of the files that ship, measured by the export and quantize stages
