@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from kdcore.errors import DataError
+from kdcore.errors import DataError, NoSpace, is_no_space
 
 
 @contextmanager
@@ -28,6 +28,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.replace(tmp, path)
+    except Exception as err:
+        if is_no_space(err):
+            raise NoSpace(path) from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -47,9 +51,55 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         if path.exists():
             os.replace(path, old)
         os.replace(tmp, path)
+    except Exception as err:
+        if is_no_space(err):
+            raise NoSpace(path) from None
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
+
+
+STAGED = ".staged"  # suffix of an output being written, beside the output it will replace
+
+
+def staged_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(f".{path.name}{STAGED}")
+
+
+@contextmanager
+def replaced_together(*paths: str | Path) -> Iterator[list[Path]]:
+    """Yields a staging path beside each of `paths` (directories the block fills); when the block
+    succeeds every path is replaced by what was staged, one rename each, after all the writing is
+    done; when it fails (a full disk, an error, a kill) none is touched. A stage's outputs, its
+    git-tracked training logs with its model, so never disagree: both are the new run's or both the
+    old one's. Staging left by a killed run is removed on the next entry."""
+    finals = [Path(p) for p in paths]
+    staged = [staged_path(p) for p in finals]
+    for directory in staged:
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield staged
+        olds = []
+        for final, new in zip(finals, staged, strict=True):
+            old = final.with_name(f".{final.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            if final.exists():
+                os.replace(final, old)
+                olds.append(old)
+            if new.exists():
+                os.replace(new, final)
+        for old in olds:
+            shutil.rmtree(old, ignore_errors=True)
+    except Exception as err:
+        if is_no_space(err):
+            raise NoSpace(getattr(err, "filename", None) or ", ".join(map(str, staged))) from None
+        raise
+    finally:
+        for directory in staged:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -260,7 +260,7 @@ def train_student(
 
     The distilled and the scratch student both come from here: they differ only in targets and loss.
     `prepare` turns the fresh student into the module to train (e.g. with the loss's own trainable
-    parts); the student alone is returned."""
+    parts); the student alone is returned. The caller clears `checkpoint` once the student is saved."""
     seed_everything(seed)
     model = build_model(spec, input_shape, num_classes)
     trained = prepare(model) if prepare is not None else model
@@ -276,5 +276,4 @@ def train_student(
         eval_set=(test.x, test.y),
         desc=desc,
     )
-    checkpoint.clear()
     return model.cpu().eval(), history

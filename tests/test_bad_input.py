@@ -162,3 +162,52 @@ def test_a_damaged_model_file_names_itself_and_how_to_recover(tmp_path: Path, ca
     save_file({"wrong": torch.zeros(2)}, str(model_dir / "model.safetensors"))
     with pytest.raises(DataError, match=r"model.safetensors: not loadable weights.*dvc checkout"):
         load_model_dir(model_dir)
+
+
+@pytest.mark.parametrize(
+    ("stage", "outputs"),
+    [
+        ("distill", ["models/student_kd", "dvclive/student_kd"]),
+        ("train_student_scratch", ["models/student_scratch", "dvclive/student_scratch"]),
+        ("train_teacher", ["models/teachers/cnn", "dvclive/teachers/cnn"]),
+    ],
+)
+def test_a_full_disk_replaces_no_output_and_says_so_in_one_line(
+    tiny_run: Path, tmp_path: Path, stage: str, outputs: list[str], monkeypatch, capsys
+) -> None:
+    """The disk fills as the model is saved (safetensors passes the OS's error on): the stage's
+    git-tracked training logs used to be the failed run's already, beside the old model."""
+    from safetensors import SafetensorError
+
+    import kdcore.checkpoint
+    from kdcore.artifacts import sha256_file
+    from tests.conftest import copy_run
+
+    params_file = write_params(tmp_path / "params.yaml", tiny_raw(tmp_path, student__train__epochs=2,
+                                                                  teachers__cnn__train__epochs=2))  # fmt: skip
+    copy_run(tiny_run, tmp_path)
+
+    def before() -> dict[str, str]:
+        return {str(p.relative_to(tmp_path)): sha256_file(p) for o in outputs for p in (tmp_path / o).rglob("*")
+                if p.is_file()}  # fmt: skip
+
+    kept = before()
+    assert kept and any("dvclive" in p for p in kept)
+
+    real_save = kdcore.checkpoint.save_model
+
+    def full_disk(model, filename, **kwargs):
+        if "models/" not in str(filename):  # the resume checkpoints under .kdflow still fit
+            return real_save(model, filename, **kwargs)
+        Path(filename).write_bytes(b"\0" * 64)  # the first bytes land, then the device is full
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, "
+                              'message: "No space left on device" })')  # fmt: skip
+
+    monkeypatch.setattr(kdcore.checkpoint, "save_model", full_disk)
+    capsys.readouterr()
+    assert stage_main([stage, "--params", str(params_file)]) == 4
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"kdflow {stage}: error: no space left on the device while "), err
+    assert "model.safetensors" in err[0] and "earlier outputs are kept" in err[0], err
+    assert before() == kept  # model and logs: both the earlier run's
+    assert not [p for o in outputs for p in (tmp_path / o).parent.iterdir() if p.name.startswith(".")]

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from kdcore.artifacts import replaced_together
 from kdcore.checkpoint import load_model_dir, save_model_dir, training_checkpoint
 from kdcore.config import Params
 from kdcore.data.prepared import PreparedData, load_meta, load_split
@@ -59,52 +60,58 @@ def run(params: Params) -> None:
     config = {"distill": cfg.model_dump(mode="json")}
     generations = []
     histories = []
+    checkpoints = []
     model = None
-    for g in range(1, cfg.generations + 1):
-        if g > 1:
-            views.teacher_logits = teacher_logits_on_views(model, views.x, views.views, views.fill, device)
-        last = g == cfg.generations
-        stage = "distill" if g == 1 else f"distill_gen{g}"
-        seed = params.seed + (g - 1) * GENERATION_SEED_STEP
-        run_config = {**config, "generation": g}
-        model, history = train_student(
-            student.model,
-            student.train,
-            views,
-            objective,
-            input_shape=prepared.input_shape,
-            num_classes=prepared.num_classes,
-            test=test,
-            seed=seed,
-            device=device,
-            checkpoint=training_checkpoint(
-                paths.work, stage, seed, student, run_config, prepared.meta["sha256"], len(views)
-            ),
-            live_dir=paths.live / "student_kd" if last else None,
-            desc="student_kd" if last else stage,
-            prepare=prepare,
+    # the model and its git-tracked training logs are replaced together, or neither is (a full disk)
+    with replaced_together(paths.student_kd, paths.live / "student_kd") as (model_dir, live_dir):
+        for g in range(1, cfg.generations + 1):
+            if g > 1:
+                views.teacher_logits = teacher_logits_on_views(model, views.x, views.views, views.fill, device)
+            last = g == cfg.generations
+            stage = "distill" if g == 1 else f"distill_gen{g}"
+            seed = params.seed + (g - 1) * GENERATION_SEED_STEP
+            run_config = {**config, "generation": g}
+            checkpoints.append(
+                training_checkpoint(paths.work, stage, seed, student, run_config, prepared.meta["sha256"], len(views))
+            )
+            model, history = train_student(
+                student.model,
+                student.train,
+                views,
+                objective,
+                input_shape=prepared.input_shape,
+                num_classes=prepared.num_classes,
+                test=test,
+                seed=seed,
+                device=device,
+                checkpoint=checkpoints[-1],
+                live_dir=live_dir if last else None,
+                desc="student_kd" if last else stage,
+                prepare=prepare,
+            )
+            objective.detach()
+            histories.append(history)
+            accuracy = history[-1]["eval/accuracy"]
+            generations.append({"generation": g, "eval_accuracy": accuracy})
+            if cfg.generations > 1:
+                print(f"distill: generation {g} of {cfg.generations}: eval accuracy {accuracy:.4f}")
+        write_training_time(paths.metrics, "student_kd", histories)
+        correction = correct_omitted(
+            model, prepared, paths.prepared, pool.settings.get("exclude_classes", []), cfg.omitted_bias, device
         )
-        objective.detach()
-        histories.append(history)
-        accuracy = history[-1]["eval/accuracy"]
-        generations.append({"generation": g, "eval_accuracy": accuracy})
-        if cfg.generations > 1:
-            print(f"distill: generation {g} of {cfg.generations}: eval accuracy {accuracy:.4f}")
-    write_training_time(paths.metrics, "student_kd", histories)
-    correction = correct_omitted(
-        model, prepared, paths.prepared, pool.settings.get("exclude_classes", []), cfg.omitted_bias, device
-    )
-    made_by = {
-        "student": student.model_dump(mode="json"),
-        "transfer": pool.settings,
-        **config,
-        "generations": generations,
-        **({"omitted_bias": correction.as_dict()} if correction else {}),
-    }
-    save_model_dir(
-        paths.student_kd, model, student.model, prepared.input_shape, prepared.num_classes, seed=params.seed,
-        config=made_by,
-    )  # fmt: skip
+        made_by = {
+            "student": student.model_dump(mode="json"),
+            "transfer": pool.settings,
+            **config,
+            "generations": generations,
+            **({"omitted_bias": correction.as_dict()} if correction else {}),
+        }
+        save_model_dir(
+            model_dir, model, student.model, prepared.input_shape, prepared.num_classes, seed=params.seed,
+            config=made_by,
+        )  # fmt: skip
+    for checkpoint in checkpoints:
+        checkpoint.clear()
     print(
         f"distill: {student.model.name}, {count_params(model):,} parameters, {len(views)} views -> {paths.student_kd}"
     )

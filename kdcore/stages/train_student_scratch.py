@@ -10,6 +10,7 @@ prepared splits, never build_transfer's outputs.
 
 from __future__ import annotations
 
+from kdcore.artifacts import replaced_together
 from kdcore.checkpoint import save_model_dir, training_checkpoint
 from kdcore.config import Params
 from kdcore.data.prepared import load_meta, load_split
@@ -42,28 +43,32 @@ def run(params: Params) -> None:
     )
     config = {"loss": "ce"}
     samples = int((labels >= 0).sum())  # the labelled real images it learns from
-    model, history = train_student(
-        student.model,
-        student.train,
-        views,
-        LOSSES.get("ce"),
-        input_shape=prepared.input_shape,
-        num_classes=prepared.num_classes,
-        test=test,
-        seed=params.seed,
-        device=resolve_device(params.device),
-        checkpoint=training_checkpoint(
-            paths.work, "train_student_scratch", params.seed, student, config, prepared.meta["sha256"], len(views)
-        ),
-        live_dir=paths.live / "student_scratch",
-        desc="student_scratch",
+    checkpoint = training_checkpoint(
+        paths.work, "train_student_scratch", params.seed, student, config, prepared.meta["sha256"], len(views)
     )
-    write_training_time(paths.metrics, "student_scratch", [history])
-    transfer = {k: v for k, v in cfg.model_dump(mode="json").items() if k in SCRATCH_TRANSFER_KEYS}
-    save_model_dir(
-        paths.student_scratch, model, student.model, prepared.input_shape, prepared.num_classes, seed=params.seed,
-        config={"student": student.model_dump(mode="json"), "transfer": transfer, **config, "samples": samples},
-    )  # fmt: skip
+    # the model and its git-tracked training logs are replaced together, or neither is (a full disk)
+    with replaced_together(paths.student_scratch, paths.live / "student_scratch") as (model_dir, live_dir):
+        model, history = train_student(
+            student.model,
+            student.train,
+            views,
+            LOSSES.get("ce"),
+            input_shape=prepared.input_shape,
+            num_classes=prepared.num_classes,
+            test=test,
+            seed=params.seed,
+            device=resolve_device(params.device),
+            checkpoint=checkpoint,
+            live_dir=live_dir,
+            desc="student_scratch",
+        )
+        write_training_time(paths.metrics, "student_scratch", [history])
+        transfer = {k: v for k, v in cfg.model_dump(mode="json").items() if k in SCRATCH_TRANSFER_KEYS}
+        save_model_dir(
+            model_dir, model, student.model, prepared.input_shape, prepared.num_classes, seed=params.seed,
+            config={"student": student.model_dump(mode="json"), "transfer": transfer, **config, "samples": samples},
+        )  # fmt: skip
+    checkpoint.clear()
     print(
         f"train_student_scratch: {student.model.name}, {count_params(model):,} parameters, {len(views)} views "
         f"-> {paths.student_scratch}"

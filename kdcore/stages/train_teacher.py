@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from kdcore.artifacts import save_with, sha256_file, write_json
-from kdcore.checkpoint import META, ONNX, WEIGHTS, save_model_dir, training_checkpoint
+from kdcore.artifacts import replaced_together, save_with, sha256_file, write_json
+from kdcore.checkpoint import META, ONNX, save_model_dir, training_checkpoint
 from kdcore.config import Params, TeacherConfig
 from kdcore.data.prepared import load_meta, load_split
 from kdcore.errors import ConfigError, DataError
@@ -51,29 +51,31 @@ def train_one(params: Params, name: str) -> None:
     checkpoint = training_checkpoint(
         params.paths.work, f"train_teacher@{name}", params.seed, seed, cfg, prepared.meta["sha256"]
     )
-    history = fit(
-        model,
-        ImageSet(x, y, prepared.fill, shift=cfg.train.shift),
-        LOSSES.get("ce"),
-        cfg.train,
-        seed=seed,
-        device=resolve_device(params.device),
-        checkpoint=checkpoint,
-        live_dir=params.paths.live / "teachers" / name,
-        eval_set=(test.x, test.y),
-        desc=f"teacher {name}",
-    )
     out = params.paths.teachers / name
-    write_training_time(params.paths.metrics, f"teacher_{name}", [history])
-    save_model_dir(
-        out,
-        model.cpu(),
-        cfg.model,
-        prepared.input_shape,
-        prepared.num_classes,
-        seed=seed,
-        config={"teacher": name, **cfg.model_dump(mode="json"), "train_samples": len(y)},
-    )
+    # the model and its git-tracked training logs are replaced together, or neither is (a full disk)
+    with replaced_together(out, params.paths.live / "teachers" / name) as (model_dir, live_dir):
+        history = fit(
+            model,
+            ImageSet(x, y, prepared.fill, shift=cfg.train.shift),
+            LOSSES.get("ce"),
+            cfg.train,
+            seed=seed,
+            device=resolve_device(params.device),
+            checkpoint=checkpoint,
+            live_dir=live_dir,
+            eval_set=(test.x, test.y),
+            desc=f"teacher {name}",
+        )
+        write_training_time(params.paths.metrics, f"teacher_{name}", [history])
+        save_model_dir(
+            model_dir,
+            model.cpu(),
+            cfg.model,
+            prepared.input_shape,
+            prepared.num_classes,
+            seed=seed,
+            config={"teacher": name, **cfg.model_dump(mode="json"), "train_samples": len(y)},
+        )
     checkpoint.clear()
     print(
         f"teacher {name}: {cfg.model.name}, {count_params(model):,} parameters, {len(y)} samples, "
@@ -125,21 +127,20 @@ def use_as_is(params: Params, name: str) -> None:
         )
     accuracy = float((logits.argmax(1) == test.y).float().mean())
     config = {"teacher": name, "origin": cfg.origin, "source": str(source), "source_sha256": sha256_file(source)}
-    if cfg.origin == "onnx":
-        out.mkdir(parents=True, exist_ok=True)
-        save_with(out / ONNX, lambda tmp: shutil.copyfile(source, tmp))
-        (out / WEIGHTS).unlink(missing_ok=True)
-        write_json(
-            out / META,
-            {"spec": None, "input_shape": list(prepared.input_shape), "num_classes": prepared.num_classes,
-             "seed": None, "config": config},
-        )  # fmt: skip
-    else:
-        (out / ONNX).unlink(missing_ok=True)
-        save_model_dir(out, model, cfg.model, prepared.input_shape, prepared.num_classes, seed=None, config=config)
-    live = params.paths.live / "teachers" / name
-    shutil.rmtree(live, ignore_errors=True)
-    log_evaluation(live, accuracy)
+    with replaced_together(out, params.paths.live / "teachers" / name) as (model_dir, live_dir):
+        model_dir.mkdir(parents=True)
+        if cfg.origin == "onnx":
+            save_with(model_dir / ONNX, lambda tmp: shutil.copyfile(source, tmp))
+            write_json(
+                model_dir / META,
+                {"spec": None, "input_shape": list(prepared.input_shape), "num_classes": prepared.num_classes,
+                 "seed": None, "config": config},
+            )  # fmt: skip
+        else:
+            save_model_dir(
+                model_dir, model, cfg.model, prepared.input_shape, prepared.num_classes, seed=None, config=config
+            )
+        log_evaluation(live_dir, accuracy)
     write_training_time(params.paths.metrics, f"teacher_{name}", [])  # not trained here
     print(
         f"teacher {name}: trained elsewhere ({cfg.origin}, {source}), {count_params(model):,} parameters, "
