@@ -297,15 +297,27 @@ def test_batch_names_are_data_not_yaml() -> None:
 
 
 def test_the_same_samples_landed_again_are_refused(tiny_run: Path, tmp_path: Path) -> None:
-    import shutil
+    """Under another name, in another order or mixed with new ones: a sample is learned once (a second
+    time, its held-out share would have been trained on, and the gate's accuracy inflated)."""
+    import numpy as np
 
     from kdcore.errors import DataError
     from tests.conftest import copy_run
 
     params = copy_run(tiny_run, tmp_path)
-    first = land_from(params, batches=1, step=20, corrupt=False)[0]
+    first, second = land_from(params, batches=2, step=20, corrupt=False)
     assert accept_into(params, first).name == "rot020"
-    again = shutil.copyfile(first, first.with_name("rot020_again.npz"))
-    with pytest.raises(DataError, match=r"the same samples as increment 'rot020', already accepted"):
-        accept_into(with_increments(params, ["rot020"]), Path(again))
-    assert not (params.paths.increments / "rot020_again").exists()
+    params = with_increments(params, ["rot020"])
+    old, new = np.load(first), np.load(second)
+    n = len(old["y"])
+    cases = {
+        "again.npz": (old["x"], old["y"], n),
+        "reversed.npz": (old["x"][::-1], old["y"][::-1], n),
+        "mixed.npz": (np.concatenate([new["x"], old["x"][:5]]), np.concatenate([new["y"], old["y"][:5]]), 5),
+    }
+    for name, (x, y, shared) in cases.items():
+        np.savez(params.paths.landing / name, x=x, y=y)
+        with pytest.raises(DataError, match=rf"{shared} of its {len(y)} samples are in increment 'rot020'"):
+            accept_into(params, params.paths.landing / name)
+        assert not (params.paths.increments / name.removesuffix(".npz")).exists()
+    assert accept_into(params, second).name == "rot040"  # new samples are welcome
