@@ -1,36 +1,64 @@
-"""prepare: load the source, validate it, split it by seed, normalise, write tensors and a manifest."""
+"""prepare: read the source, split it by seed, write each split as shards, check it, write a manifest.
+
+Samples are read by index (kdcore.data.sources.open_source: image folders decoded one image at a
+time, IDX files memory-mapped) and written in chunks to shards (kdcore.data.shards), so memory does
+not grow with the number of samples. Each sample is decoded once: the teacher split's per-channel
+statistics and every sample's checks are gathered as its shard is written. Shards hold the samples
+as they come (uint8 pixels, or float32); the normalisation is applied when batches are read.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm
 
-from kdcore.artifacts import atomic_dir, atomic_path, save_tensors, sha256_tensors, write_json
+from kdcore.artifacts import atomic_dir, atomic_path, sha256_dir, write_json
 from kdcore.config import Params
-from kdcore.data.sources import RawData, load_source
+from kdcore.data.shards import ShardWriter
+from kdcore.data.sources import DataHeader, open_source
 from kdcore.data.splits import SPLITS, stratified_split
-from kdcore.data.transforms import normalise
 from kdcore.data.validate import Check, validate_or_fail
 from kdcore.errors import DataError
 
 
-def build_manifest(data: RawData, split_of: list[str]) -> pd.DataFrame:
-    """One row per kept sample: id, split, label, and the pixel statistics the checks look at."""
-    flat = data.images.flatten(1)  # (N, C*H*W)
+def sample_stats(x: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per-sample pixel statistics of a chunk (float32 in [0, 1] for images): what the checks look at."""
+    flat = x.flatten(1)
     finite = torch.where(torch.isnan(flat), torch.zeros_like(flat), flat)
-    return pd.DataFrame(
-        {
-            "sample_id": data.ids,
-            "split": split_of,
-            "label": data.labels.numpy(),
-            "class_name": [data.class_names[i] for i in data.labels.tolist()],
-            "pixel_min": finite.min(1).values.numpy(),
-            "pixel_max": finite.max(1).values.numpy(),
-            "pixel_mean": finite.mean(1).numpy(),
-            "pixel_std": finite.std(1).numpy(),
-            "pixel_nan": torch.isnan(flat).sum(1).numpy(),
-        }
-    )
+    return {
+        "pixel_min": finite.min(1).values.numpy(),
+        "pixel_max": finite.max(1).values.numpy(),
+        "pixel_mean": finite.mean(1).numpy(),
+        "pixel_std": finite.std(1).numpy() if flat.shape[1] > 1 else np.zeros(len(flat), np.float32),
+        "pixel_nan": torch.isnan(flat).sum(1).numpy(),
+    }
+
+
+class ChannelStats:
+    """Per-channel mean, std, min and max over everything added (float64 sums): the teacher split's
+    normalisation, one chunk at a time."""
+
+    def __init__(self, channels: int) -> None:
+        self.n = 0
+        self.sum = torch.zeros(channels, dtype=torch.float64)
+        self.sumsq = torch.zeros(channels, dtype=torch.float64)
+        self.low = torch.full((channels,), float("inf"), dtype=torch.float64)
+        self.high = torch.full((channels,), float("-inf"), dtype=torch.float64)
+
+    def add(self, x: torch.Tensor) -> None:
+        x = torch.nan_to_num(x.double())
+        self.n += x.shape[0] * x.shape[2] * x.shape[3]
+        self.sum += x.sum(dim=(0, 2, 3))
+        self.sumsq += (x * x).sum(dim=(0, 2, 3))
+        self.low = torch.minimum(self.low, x.amin(dim=(0, 2, 3)))
+        self.high = torch.maximum(self.high, x.amax(dim=(0, 2, 3)))
+
+    def mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = self.sum / self.n
+        var = (self.sumsq - self.n * mean * mean) / max(self.n - 1, 1)  # unbiased, as torch.std
+        return mean.float(), var.clamp_min(0).sqrt().float().clamp_min(1e-6)
 
 
 def manifest_checks(
@@ -64,30 +92,29 @@ def manifest_checks(
 MIN_IMAGE_SIDE = 4  # smaller images leave nothing for pixel shifts, pooling or cutmix to work on
 
 
-def check_learnable(data: RawData, where: str, min_class_fraction: float) -> None:
+def check_learnable(header: DataHeader, ids: list[str], where: str, min_class_fraction: float) -> None:
     """Data no classifier can be trained and evaluated on stops here, with one line naming the problem:
     fewer than two classes, a class too rare for the splits (often a stray label such as 255), images
-    too small to hold a pattern."""
-    counts = torch.bincount(data.labels, minlength=len(data.class_names))
-    if len(data.class_names) < 2:
-        name = data.class_names[0] if data.class_names else "none"
-        raise DataError(
-            f"{where}: only one class ({name!r}) in {len(data.ids)} samples; a classifier needs at least two"
-        )
-    floor = min_class_fraction * len(data.ids) / len(data.class_names)
+    too small to hold a pattern. Decided from the labels and the sample shape, before any decoding."""
+    labels, names = header.labels, header.class_names
+    counts = torch.bincount(labels, minlength=len(names))
+    if len(names) < 2:
+        name = names[0] if names else "none"
+        raise DataError(f"{where}: only one class ({name!r}) in {len(ids)} samples; a classifier needs at least two")
+    floor = min_class_fraction * len(ids) / len(names)
     rare = [i for i, c in enumerate(counts.tolist()) if c < max(floor, 1)]
     if rare:
         i = min(rare, key=lambda k: counts[k])
-        rows = torch.nonzero(data.labels == i).flatten()[:3].tolist()
-        listed = ", ".join(repr(data.class_names[k]) for k in rare[:5]) + (" ..." if len(rare) > 5 else "")
+        rows = torch.nonzero(labels == i).flatten()[:3].tolist()
+        listed = ", ".join(repr(names[k]) for k in rare[:5]) + (" ..." if len(rare) > 5 else "")
         raise DataError(
-            f"{where}: class {data.class_names[i]!r} has {int(counts[i])} sample(s) (row(s) {rows}, id "
-            f"{data.ids[rows[0]]}) but every class needs at least {floor:.0f} "
+            f"{where}: class {names[i]!r} has {int(counts[i])} sample(s) (row(s) {rows}, id "
+            f"{ids[rows[0]]}) but every class needs at least {floor:.0f} "
             f"(data.validation.min_class_fraction={min_class_fraction} of a balanced class); "
             f"rare classes: {listed}; a stray or out-of-range label?"
         )
-    if data.kind == "image":
-        h, w = data.images.shape[2:]
+    if header.kind == "image":
+        h, w = header.input_shape[1:]
         if min(h, w) < MIN_IMAGE_SIDE:
             raise DataError(
                 f"{where}: images are {h}x{w} pixels; kdflow needs at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} "
@@ -95,73 +122,86 @@ def check_learnable(data: RawData, where: str, min_class_fraction: float) -> Non
             )
 
 
+CHUNK_BYTES = 32 << 20  # samples decoded at a time: memory stays flat in the number of samples
+
+
 def run(params: Params) -> None:
     cfg = params.data
     out = params.paths.prepared
-    data = load_source(cfg.source, cfg.path, cfg.image_size, cfg.channels)
-    check_learnable(
-        data, f"data.path {cfg.path}" if cfg.path else f"data.source {cfg.source}", cfg.validation.min_class_fraction
-    )
+    where = f"data.path {cfg.path}" if cfg.path else f"data.source {cfg.source}"
+    reader = open_source(cfg.source, cfg.path, cfg.image_size, cfg.channels)
+    header = reader.header
+    check_learnable(header, reader.ids, where, cfg.validation.min_class_fraction)
+    params.check_for_kind(header.kind)
     sizes = cfg.splits.model_dump()
-    index = stratified_split(data.labels, sizes, params.seed)
+    index = stratified_split(header.labels, sizes, params.seed)
+    num_classes, shape = len(header.class_names), header.input_shape
+    itemsize = torch.empty((), dtype=reader.dtype).element_size()
+    chunk = max(1, CHUNK_BYTES // (int(np.prod(shape)) * itemsize))
+    scale = 255.0 if reader.dtype == torch.uint8 else 1.0
 
-    keep = torch.cat([torch.from_numpy(index[s]) for s in SPLITS])
-    split_of = [s for s in SPLITS for _ in range(len(index[s]))]
-    kept = RawData(
-        data.images[keep], data.labels[keep], [data.ids[i] for i in keep.tolist()], data.class_names, data.kind
-    )
-    manifest = build_manifest(kept, split_of)
-
-    num_classes = len(data.class_names)
-    params.check_for_kind(data.kind)
-    checks = manifest_checks(
-        len(kept.ids), num_classes, sizes, cfg.validation.min_class_fraction, pixels=data.kind == "image"
-    )
-    counts = manifest.groupby("label").size().rename("count").reset_index()
-    split_counts = manifest.groupby(["split", "label"]).size().rename("count").reset_index()
-    validate_or_fail(
-        {
-            "manifest": (manifest, checks["manifest"]),
-            "class_balance": (counts, checks["class_balance"]),
-            "split_sizes": (split_counts, checks["split_sizes"]),
-        },
-        suite="prepare",
-        report_path=params.paths.reports / "validation" / "prepare.html",
-    )
-
-    # statistics of the teacher's training split only, applied to every split
-    train_images = data.images[torch.from_numpy(index["teacher_train"])]
-    mean = train_images.mean(dim=(0, 2, 3))  # (C,)
-    std = train_images.std(dim=(0, 2, 3)).clamp_min(1e-6)  # (C,)
-    fill = (0.0 - mean) / std
-    if data.kind == "vector":  # the valid range of a feature is what the teacher's split spans
-        low, high = train_images.amin(dim=(0, 2, 3)), train_images.amax(dim=(0, 2, 3))
-    else:  # pixels in [0, 1]
-        low, high = torch.zeros_like(mean), torch.ones_like(mean)
-
-    # the whole directory at once: a failure leaves the earlier prepared data as it was (persisted in dvc.yaml)
+    # one pass, one decode per sample: shards written a chunk at a time, the teacher split's statistics
+    # and each sample's checks gathered on the way; the directory replaces the earlier one only whole
     with atomic_dir(out) as staged:
-        hashes = {}
+        stats, parts, hashes = ChannelStats(shape[0]), [], {}
+        bar = tqdm(total=sum(len(index[s]) for s in SPLITS), desc="prepare", unit="sample", mininterval=1.0)
         for split in SPLITS:
-            idx = torch.from_numpy(index[split])
-            tensors = {"x": normalise(data.images[idx], mean, std), "y": data.labels[idx]}
-            save_tensors(staged / f"{split}.safetensors", tensors)
-            hashes[split] = sha256_tensors(tensors)
+            writer = ShardWriter(staged / split, shape, reader.dtype)
+            for first in range(0, len(index[split]), chunk):
+                rows = index[split][first : first + chunk]
+                raw = reader.read(rows)
+                writer.add(raw, header.labels[torch.from_numpy(rows)])
+                x = raw.float() / scale
+                if split == "teacher_train":
+                    stats.add(x)
+                parts.append(pd.DataFrame({"row": rows, "split": split, **sample_stats(x)}))
+                bar.update(len(rows))
+            writer.close()
+            hashes[split] = sha256_dir(staged / split)
+        bar.close()
+        manifest = pd.concat(parts, ignore_index=True)
+        labels = header.labels[torch.as_tensor(manifest["row"].to_numpy(dtype=np.int64, copy=True))]
+        manifest.insert(0, "sample_id", [reader.ids[i] for i in manifest["row"].tolist()])
+        manifest.insert(2, "label", labels.numpy())
+        manifest.insert(3, "class_name", [header.class_names[i] for i in labels.tolist()])
+        manifest = manifest.drop(columns="row")
+        checks = manifest_checks(
+            len(manifest), num_classes, sizes, cfg.validation.min_class_fraction, pixels=header.kind == "image"
+        )
+        counts = manifest.groupby("label").size().rename("count").reset_index()
+        split_counts = manifest.groupby(["split", "label"]).size().rename("count").reset_index()
+        validate_or_fail(
+            {
+                "manifest": (manifest, checks["manifest"]),
+                "class_balance": (counts, checks["class_balance"]),
+                "split_sizes": (split_counts, checks["split_sizes"]),
+            },
+            suite="prepare",
+            report_path=params.paths.reports / "validation" / "prepare.html",
+        )
+        # statistics of the teacher's training split only, applied to every split when it is read
+        mean, std = stats.mean_std()
+        fill = (0.0 - mean) / std
+        if header.kind == "vector":  # the valid range of a feature is what the teacher's split spans
+            low, high = stats.low.float(), stats.high.float()
+        else:  # pixels in [0, 1]
+            low, high = torch.zeros_like(mean), torch.ones_like(mean)
         with atomic_path(staged / "manifest.csv") as tmp:
             manifest.to_csv(tmp, index=False, float_format="%.6g")
-        c, h, w = data.images.shape[1:]
+        c, h, w = shape
         write_json(
             staged / "meta.json",
             {
                 "source": cfg.source,
                 "input_shape": [c, h, w],
                 "num_classes": num_classes,
-                "class_names": data.class_names,
+                "class_names": header.class_names,
                 "sizes": {s: len(index[s]) for s in SPLITS},
                 "mean": mean.tolist(),
                 "std": std.tolist(),
                 "fill": fill.tolist(),
-                "kind": data.kind,
+                "kind": header.kind,
+                "stored": "uint8" if reader.dtype == torch.uint8 else "float32",
                 "bounds": {"low": ((low - mean) / std).tolist(), "high": ((high - mean) / std).tolist()},
                 "seed": params.seed,
                 "sha256": hashes,
@@ -169,5 +209,5 @@ def run(params: Params) -> None:
         )
     print(
         f"prepare: {cfg.source} -> {', '.join(f'{s}={len(index[s])}' for s in SPLITS)} "
-        f"({num_classes} classes, {c}x{h}x{w}) in {out}"
+        f"({num_classes} classes, {c}x{h}x{w}, stored as {'uint8' if scale > 1 else 'float32'}) in {out}"
     )

@@ -1,0 +1,168 @@
+"""Splits on disk as shards: safetensors files of raw samples, written one at a time, read lazily.
+
+A split is a directory of `shard-00000.safetensors`, `shard-00001.safetensors`, ... Each shard holds
+`x`, the samples as the source gives them (uint8 pixels for images that come as bytes: a quarter of
+float32, and what a JPEG decodes to; float32 otherwise), and `y`, their class indices. The
+normalisation is applied when batches are read, with the statistics in the prepared data's
+`meta.json`, so the shards do not depend on it.
+
+Why safetensors shards rather than webdataset, litdata or mosaicml-streaming: the views and the
+teacher-output cache address samples by index in any order (a seeded permutation per epoch, views
+that point at their source sample), which tar streams read only front to back; safetensors files
+are memory-mapped by the library, so reading one sample touches only its bytes and a reader's
+resident memory stays at the pages it touches; they hold no code (no pickle) and the same samples
+give the same bytes, as every other artifact of kdflow. A data loader's workers open the files
+themselves, so nothing large crosses a process boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kdcore.artifacts import canonical_safetensors_header
+from kdcore.errors import DataError
+
+SHARD = "shard-{:05d}.safetensors"
+SHARD_BYTES = 64 << 20  # a shard holds about this many bytes of samples
+
+
+class ShardWriter:
+    """Appends samples to a split directory, one shard file at a time (at most one shard in memory)."""
+
+    def __init__(self, directory: Path, sample_shape: tuple[int, ...], dtype: torch.dtype) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.dtype = dtype
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        self.per_shard = max(1, SHARD_BYTES // max(1, int(np.prod(sample_shape)) * itemsize))
+        self._x: list[torch.Tensor] = []
+        self._y: list[torch.Tensor] = []
+        self._pending = 0
+        self.shards = 0
+        self.count = 0
+
+    def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Adds a chunk of samples (N, ...) with their labels (N,); writes every shard that fills."""
+        if x.dtype != self.dtype:
+            raise ValueError(f"shard samples are {self.dtype}, got {x.dtype}")
+        start = 0
+        while start < len(x):
+            take = min(len(x) - start, self.per_shard - self._pending)
+            self._x.append(x[start : start + take])
+            self._y.append(y[start : start + take])
+            self._pending += take
+            start += take
+            if self._pending == self.per_shard:
+                self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        from safetensors.torch import save_file
+
+        path = self.directory / SHARD.format(self.shards)
+        x = torch.cat(self._x).contiguous()
+        y = torch.cat(self._y).to(torch.int64).contiguous()
+        save_file({"x": x, "y": y}, str(path))
+        canonical_safetensors_header(path)
+        self.shards += 1
+        self.count += len(y)
+        self._x, self._y, self._pending = [], [], 0
+
+    def close(self) -> int:
+        """Writes the last, partly filled shard; returns the number of samples written."""
+        self._flush()
+        return self.count
+
+
+class ShardedSplit:
+    """One split read from its shards: labels in memory (small), samples read on demand.
+
+    `raw(index)` gives the samples as stored; `images(index)` as float32, pixels scaled to [0, 1]
+    (uint8 / 255) and standardised with `mean` and `std` when given. Files are opened lazily, per
+    process, so a DataLoader's workers each map them themselves."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.files = sorted(self.directory.glob("shard-*.safetensors"))
+        if not self.directory.is_dir():
+            raise DataError(f"{self.directory}: missing; run the prepare stage first")
+        from safetensors import safe_open
+
+        counts, labels = [], []
+        dtype = None
+        for path in self.files:
+            try:
+                with safe_open(str(path), framework="pt") as handle:
+                    y = handle.get_tensor("y")
+                    dtype = handle.get_slice("x").get_dtype()
+            except Exception as err:  # safetensors' own error types: a damaged or foreign file
+                raise DataError(f"{path}: not a readable shard ({err}); rerun prepare") from None
+            counts.append(len(y))
+            labels.append(y)
+        self.y = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.stored = dtype  # "U8" or "F32"
+        self._handles: dict[int, object] = {}
+        self._pid = None
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_handles"] = {}  # reopened in the receiving process
+        return state
+
+    def _handle(self, shard: int):
+        import os
+
+        if self._pid != os.getpid():
+            self._handles, self._pid = {}, os.getpid()
+        if shard not in self._handles:
+            from safetensors import safe_open
+
+            self._handles[shard] = safe_open(str(self.files[shard]), framework="pt")
+        return self._handles[shard]
+
+    def raw(self, index: torch.Tensor | np.ndarray | list[int]) -> torch.Tensor:
+        """The stored samples at `index` (any order, repeats allowed), in that order."""
+        index = np.asarray(index, dtype=np.int64).reshape(-1)
+        if len(index) and (index.min() < 0 or index.max() >= len(self)):
+            raise IndexError(f"{self.directory}: index out of range 0..{len(self) - 1}")
+        shard_of = np.searchsorted(self.offsets, index, side="right") - 1
+        out = None
+        for shard in np.unique(shard_of):
+            where = np.flatnonzero(shard_of == shard)
+            local = index[where] - self.offsets[shard]
+            lo, hi = int(local.min()), int(local.max()) + 1
+            stored = self._handle(int(shard)).get_slice("x")
+            if hi - lo <= 4 * len(local):  # dense: one read of the range (only these rows are touched)
+                rows = stored[lo:hi][torch.from_numpy(local - lo)]
+            else:  # sparse (a shuffled batch): row by row
+                rows = torch.cat([stored[i : i + 1] for i in local.tolist()])
+            if out is None:
+                out = torch.empty((len(index), *rows.shape[1:]), dtype=rows.dtype)
+            out[torch.from_numpy(where)] = rows
+        if out is None:
+            raise IndexError(f"{self.directory}: no samples asked for")
+        return out
+
+    def images(
+        self, index: torch.Tensor | np.ndarray | list[int], mean: torch.Tensor | None = None, std=None
+    ) -> torch.Tensor:
+        """float32 samples at `index`: uint8 pixels scaled to [0, 1], then (x - mean) / std per channel."""
+        x = self.raw(index)
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        if mean is not None:
+            x = (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+        return x
+
+    def chunks(self, size: int = 4096) -> Iterator[tuple[int, torch.Tensor]]:
+        """(first index, raw samples) of consecutive chunks of the split, in order."""
+        for first in range(0, len(self), size):
+            yield first, self.raw(np.arange(first, min(first + size, len(self))))
