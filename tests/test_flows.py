@@ -494,8 +494,16 @@ def test_a_killed_update_is_recovered_by_the_next_run(prefect_server, tiny_repo:
     try:
         deadline, repro = time.time() + 240, None
         while repro is None and time.time() < deadline and flow.poll() is None:
-            children = psutil.Process(flow.pid).children(recursive=True)
-            repro = next((c for c in children if "repro" in " ".join(c.cmdline())), None)
+            try:
+                children = psutil.Process(flow.pid).children(recursive=True)
+            except psutil.Error:  # the flow itself ended
+                break
+            for child in children:
+                try:
+                    if "repro" in " ".join(child.cmdline()):
+                        repro = child
+                except psutil.Error:  # it ended between the listing and the look
+                    continue
             time.sleep(0.05)
         assert repro is not None, "the flow never reached `dvc repro update`"
         os.kill(flow.pid, 9)
