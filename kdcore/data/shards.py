@@ -2,7 +2,8 @@
 
 A split is a directory of `shard-00000.safetensors`, `shard-00001.safetensors`, ... Each shard holds
 `x`, the samples as the source gives them (uint8 pixels for images that come as bytes: a quarter of
-float32, and what a JPEG decodes to; float32 otherwise), and `y`, their class indices. The
+float32, and what a JPEG decodes to; float32 otherwise), channels last (N, H, W, C) as images
+decode, and `y`, their class indices. Readers see (N, C, H, W) like every model input. The
 normalisation is applied when batches are read, with the statistics in the prepared data's
 `meta.json`, so the shards do not depend on it.
 
@@ -17,6 +18,7 @@ themselves, so nothing large crosses a process boundary.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +36,7 @@ class ShardWriter:
     """Appends samples to a split directory, one shard file at a time (at most one shard in memory)."""
 
     def __init__(self, directory: Path, sample_shape: tuple[int, ...], dtype: torch.dtype) -> None:
+        """`add` takes (N, H, W, C) chunks of `dtype`; `sample_shape` is one sample's (C, H, W)."""
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.dtype = dtype
@@ -44,16 +47,20 @@ class ShardWriter:
         self._pending = 0
         self.shards = 0
         self.count = 0
+        self._digest = hashlib.sha256()  # of the samples and labels in order, as they are added
 
     def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Adds a chunk of samples (N, ...) with their labels (N,); writes every shard that fills."""
         if x.dtype != self.dtype:
             raise ValueError(f"shard samples are {self.dtype}, got {x.dtype}")
+        x, y = x.contiguous(), y.to(torch.int64).contiguous()
+        self._digest.update(x.numpy().data)
+        self._digest.update(y.numpy().data)
         start = 0
         while start < len(x):
             take = min(len(x) - start, self.per_shard - self._pending)
-            self._x.append(x[start : start + take])
-            self._y.append(y[start : start + take])
+            self._x.append(x if take == len(x) else x[start : start + take].contiguous())
+            self._y.append(y if take == len(y) else y[start : start + take].contiguous())
             self._pending += take
             start += take
             if self._pending == self.per_shard:
@@ -65,13 +72,17 @@ class ShardWriter:
         from safetensors.torch import save_file
 
         path = self.directory / SHARD.format(self.shards)
-        x = torch.cat(self._x).contiguous()
-        y = torch.cat(self._y).to(torch.int64).contiguous()
+        x = self._x[0] if len(self._x) == 1 else torch.cat(self._x)  # a whole chunk is written as it came
+        y = self._y[0] if len(self._y) == 1 else torch.cat(self._y)
         save_file({"x": x, "y": y}, str(path))
         canonical_safetensors_header(path)
         self.shards += 1
         self.count += len(y)
         self._x, self._y, self._pending = [], [], 0
+
+    def sha256(self) -> str:
+        """sha256 over every sample and label added, in order (what the split holds, not how it is sharded)."""
+        return self._digest.hexdigest()
 
     def close(self) -> int:
         """Writes the last, partly filled shard; returns the number of samples written."""
@@ -130,7 +141,7 @@ class ShardedSplit:
         return self._handles[shard]
 
     def raw(self, index: torch.Tensor | np.ndarray | list[int]) -> torch.Tensor:
-        """The stored samples at `index` (any order, repeats allowed), in that order."""
+        """The stored samples at `index` (any order, repeats allowed), in that order, (N, H, W, C)."""
         index = np.asarray(index, dtype=np.int64).reshape(-1)
         if len(index) and (index.min() < 0 or index.max() >= len(self)):
             raise IndexError(f"{self.directory}: index out of range 0..{len(self) - 1}")
@@ -155,11 +166,16 @@ class ShardedSplit:
     def images(
         self, index: torch.Tensor | np.ndarray | list[int], mean: torch.Tensor | None = None, std=None
     ) -> torch.Tensor:
-        """float32 samples at `index`: uint8 pixels scaled to [0, 1], then (x - mean) / std per channel."""
-        x = self.raw(index)
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        """float32 (N, C, H, W) samples at `index`: uint8 pixels scaled to [0, 1], then (x - mean) / std
+        per channel; one pass converts type and layout."""
+        stored = self.raw(index)
+        n, h, w, c = stored.shape
+        x = torch.empty((n, c, h, w), dtype=torch.float32)
+        x.copy_(stored.permute(0, 3, 1, 2))
+        if stored.dtype == torch.uint8:
+            x.div_(255.0)
         if mean is not None:
-            x = (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+            x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
         return x
 
     def chunks(self, size: int = 4096) -> Iterator[tuple[int, torch.Tensor]]:

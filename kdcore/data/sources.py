@@ -11,6 +11,7 @@ User data: `imagefolder` (one directory per class), `idx` (MNIST-format files), 
 from __future__ import annotations
 
 import gzip
+import io
 import struct
 import zipfile
 import zlib
@@ -368,12 +369,14 @@ class SourceReader:
     """Samples of a data source read by index, so a stage never needs the whole data set in memory.
 
     `dtype` is how samples are stored: uint8 for pixels that come as bytes (JPEG, PNG, IDX u8, MNIST),
-    float32 otherwise; `read(index)` gives (k, C, H, W) in that dtype, pixels of uint8 data in 0..255
-    (divide by 255 for [0, 1]), in the order of `index`."""
+    float32 otherwise; `read(index)` gives (k, H, W, C), channels last as images decode (no transpose
+    on the way to disk), in that dtype, pixels of uint8 data in 0..255 (divide by 255 for [0, 1]), in
+    the order of `index`."""
 
     header: DataHeader
     ids: list[str]
     dtype: torch.dtype
+    decodes = False  # whether reading decodes files (worth worker processes)
 
     def read(self, index: np.ndarray) -> torch.Tensor:
         raise NotImplementedError
@@ -401,7 +404,7 @@ class ArrayReader(SourceReader):
         self.header = DataHeader(raw.labels, raw.class_names, raw.kind, tuple(images.shape[1:]))
 
     def read(self, index: np.ndarray) -> torch.Tensor:
-        return self.data[torch.as_tensor(np.asarray(index, dtype=np.int64))]
+        return self.data[torch.as_tensor(np.asarray(index, dtype=np.int64))].permute(0, 2, 3, 1).contiguous()
 
 
 class IdxReader(SourceReader):
@@ -442,7 +445,8 @@ class IdxReader(SourceReader):
         index = np.asarray(index, dtype=np.int64)
         part = np.searchsorted(self.offsets, index, side="right") - 1
         rows = [self.parts[p][i - self.offsets[p]] for p, i in zip(part.tolist(), index.tolist(), strict=True)]
-        x = _to_nchw(np.stack(rows) if rows else np.zeros((0, *self.parts[0].shape[1:])), self.where)
+        x = np.stack(rows) if rows else np.zeros((0, *self.parts[0].shape[1:]), self.parts[0].dtype)
+        x = _to_nchw(x, self.where).transpose(0, 2, 3, 1)  # the layout the files imply, channels last
         if self.dtype == torch.uint8:
             return torch.from_numpy(np.ascontiguousarray(x))
         return torch.from_numpy(_scale(np.ascontiguousarray(x), self.where))
@@ -466,6 +470,8 @@ def _idx_array(path: Path) -> np.ndarray:
 
 class FolderReader(SourceReader):
     """An image folder: each image decoded (and resized) when it is read, never all at once."""
+
+    decodes = True
 
     def __init__(self, path: Path, image_size: int | None, channels: int) -> None:
         path = Path(path)
@@ -496,27 +502,27 @@ class FolderReader(SourceReader):
 
         f = self.files[i]
         try:
-            with Image.open(f) as img:
-                img = img.convert(self.mode)
-                if self.size is not None:
+            with Image.open(io.BytesIO(f.read_bytes())) as img:  # one read, not one per 4 KiB block
+                if img.mode != self.mode:
+                    img = img.convert(self.mode)
+                if self.size is not None and img.size != (self.size, self.size):
                     img = img.resize((self.size, self.size), Image.BILINEAR)
                 return np.asarray(img, dtype=np.uint8)
         except (UnidentifiedImageError, OSError) as err:
             raise DataError(f"{f}: not a readable image ({err})") from None
 
     def read(self, index: np.ndarray) -> torch.Tensor:
-        arrays = []
-        for i in np.asarray(index, dtype=np.int64).tolist():
+        index = np.asarray(index, dtype=np.int64)
+        out = np.empty((len(index), *self.shape), np.uint8)  # decoded straight into the chunk, channels last
+        for j, i in enumerate(index.tolist()):
             arr = self._decode(i)
             if arr.shape != self.shape:
                 raise DataError(
                     f"{self.files[i]}: image is {arr.shape[1::-1]} but earlier images are {self.shape[1::-1]}; "
                     "set data.image_size to resize"
                 )
-            arrays.append(arr)
-        x = np.stack(arrays) if arrays else np.zeros((0, *self.shape), np.uint8)
-        x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
-        return torch.from_numpy(np.ascontiguousarray(x))
+            out[j] = arr
+        return torch.from_numpy(out.reshape(len(index), self.shape[0], self.shape[1], -1))
 
 
 def open_source(
