@@ -27,7 +27,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kdcore.data.sources import IdxReader  # noqa: E402
+from kdcore.data.readers import IdxReader  # noqa: E402
 
 TINTS = np.array([[1.0, 0.6, 0.6], [0.6, 1.0, 0.6], [0.6, 0.6, 1.0], [1.0, 1.0, 0.5], [1.0, 0.5, 1.0],
                   [0.5, 1.0, 1.0], [0.9, 0.7, 0.4], [0.4, 0.7, 0.9], [0.8, 0.8, 0.8], [1.0, 0.8, 0.6]])  # fmt: skip

@@ -40,6 +40,7 @@ class ShardWriter:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.dtype = dtype
+        self.sample_shape = tuple(sample_shape)
         itemsize = torch.empty((), dtype=dtype).element_size()
         self.per_shard = max(1, SHARD_BYTES // max(1, int(np.prod(sample_shape)) * itemsize))
         self._x: list[torch.Tensor] = []
@@ -66,12 +67,15 @@ class ShardWriter:
             if self._pending == self.per_shard:
                 self._flush()
 
-    def _flush(self) -> None:
-        if not self._pending:
-            return
+    def _flush(self, final: bool = False) -> None:
+        if not self._pending and not (final and self.shards == 0):
+            return  # (an empty split still gets one empty shard: DVC and git keep no empty directory)
         from safetensors.torch import save_file
 
         path = self.directory / SHARD.format(self.shards)
+        if not self._x:
+            self._x = [torch.zeros((0, *self.sample_shape[1:], self.sample_shape[0]), dtype=self.dtype)]
+            self._y = [torch.zeros(0, dtype=torch.int64)]
         x = self._x[0] if len(self._x) == 1 else torch.cat(self._x)  # a whole chunk is written as it came
         y = self._y[0] if len(self._y) == 1 else torch.cat(self._y)
         save_file({"x": x, "y": y}, str(path))
@@ -86,7 +90,7 @@ class ShardWriter:
 
     def close(self) -> int:
         """Writes the last, partly filled shard; returns the number of samples written."""
-        self._flush()
+        self._flush(final=True)
         return self.count
 
 

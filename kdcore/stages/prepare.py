@@ -18,8 +18,9 @@ from tqdm import tqdm
 
 from kdcore.artifacts import atomic_dir, atomic_path, write_json
 from kdcore.config import Params
+from kdcore.data.readers import SourceReader, open_source
 from kdcore.data.shards import SHARD_BYTES, ShardWriter
-from kdcore.data.sources import DataHeader, SourceReader, open_source
+from kdcore.data.sources import DataHeader
 from kdcore.data.splits import SPLITS, stratified_split
 from kdcore.data.validate import Check, validate_or_fail
 from kdcore.errors import DataError
