@@ -281,3 +281,23 @@ def test_the_scratch_baseline_leaves_out_the_classes_the_distilled_student_never
     assert row["scratch"] == summary["student_scratch"]["accuracy"]
     assert row["scratch_omitted"] == 0.0  # a student trained on hard labels without a 3 never says 3
     assert f"raised by +{choice['bias']:g}" in report and "| distilled, uncorrected |" in report
+
+
+def test_data_read_on_demand_gives_the_same_models_as_data_in_memory(
+    tiny_run: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """Every split and the synthetic pool read from disk batch by batch (as data larger than memory is)
+    train the same teacher and students, byte for byte, as the same data held in memory."""
+    import kdcore.data.prepared
+    from kdcore.artifacts import sha256_file
+    from kdcore.data.prepared import SplitImages, load_split
+    from tests.conftest import _run_every_stage
+
+    monkeypatch.setattr(kdcore.data.prepared, "IN_MEMORY_BYTES", 0)
+    assert isinstance(load_split(tiny_run / "data/prepared", "test").x, SplitImages)
+    _run_every_stage(tmp_path)
+    for model in ("models/teachers/cnn", "models/student_kd", "models/student_scratch"):
+        assert sha256_file(tmp_path / model / "model.safetensors") == sha256_file(
+            tiny_run / model / "model.safetensors"
+        )
+    assert (tmp_path / "metrics/summary.json").read_text() == (tiny_run / "metrics/summary.json").read_text()

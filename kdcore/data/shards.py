@@ -110,11 +110,13 @@ class ShardedSplit:
 
         counts, labels = [], []
         dtype = None
+        self.sample_shape: tuple[int, ...] = ()
         for path in self.files:
             try:
                 with safe_open(str(path), framework="pt") as handle:
                     y = handle.get_tensor("y")
                     dtype = handle.get_slice("x").get_dtype()
+                    self.sample_shape = tuple(handle.get_slice("x").get_shape()[1:])  # (H, W, C)
             except Exception as err:  # safetensors' own error types: a damaged or foreign file
                 raise DataError(f"{path}: not a readable shard ({err}); rerun prepare") from None
             counts.append(len(y))
@@ -163,8 +165,8 @@ class ShardedSplit:
             if out is None:
                 out = torch.empty((len(index), *rows.shape[1:]), dtype=rows.dtype)
             out[torch.from_numpy(where)] = rows
-        if out is None:
-            raise IndexError(f"{self.directory}: no samples asked for")
+        if out is None:  # no samples asked for
+            return torch.zeros((0, *self.sample_shape), dtype=torch.uint8 if self.stored == "U8" else torch.float32)
         return out
 
     def images(
@@ -186,3 +188,53 @@ class ShardedSplit:
         """(first index, raw samples) of consecutive chunks of the split, in order."""
         for first in range(0, len(self), size):
             yield first, self.raw(np.arange(first, min(first + size, len(self))))
+
+
+class FileRows:
+    """The rows of one tensor in a safetensors file, read on demand and indexed like a tensor (the
+    synthetic images: as large as the data set they stand in for)."""
+
+    def __init__(self, path: Path, key: str) -> None:
+        from safetensors import safe_open
+
+        self.path, self.key = Path(path), key
+        if not self.path.is_file():
+            raise DataError(f"{self.path}: missing; run the stage that writes it first")
+        try:
+            with safe_open(str(self.path), framework="pt") as handle:
+                stored = handle.get_slice(key)
+                self.shape = torch.Size(stored.get_shape())
+                dtype = stored.get_dtype()
+        except Exception as err:  # safetensors' own error types: a damaged or foreign file
+            raise DataError(
+                f"{self.path}: not a readable safetensors file ({err}); rerun the stage that writes it"
+            ) from None
+        self.nbytes = int(np.prod(self.shape)) * {"F32": 4, "F16": 2, "BF16": 2, "U8": 1, "I64": 8}.get(dtype, 4)
+        self._handle = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_handle": None}
+
+    def tensor(self, key: str) -> torch.Tensor:
+        """Another tensor of the same file, whole."""
+        from safetensors import safe_open
+
+        with safe_open(str(self.path), framework="pt") as handle:
+            return handle.get_tensor(key)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> torch.Tensor:
+        from safetensors import safe_open
+
+        if self._handle is None:
+            self._handle = safe_open(str(self.path), framework="pt")
+        stored = self._handle.get_slice(self.key)
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            return stored[start:stop][::step] if step != 1 else stored[start:stop]
+        rows = np.asarray(index, dtype=np.int64).reshape(-1)
+        if not len(rows):
+            return torch.zeros((0, *self.shape[1:]))
+        return torch.cat([stored[i : i + 1] for i in rows.tolist()])
