@@ -1,20 +1,23 @@
-"""Memory and time of `prepare` on image folders of natural-image size, against PIL alone.
+"""Memory and time of the data stages on image folders of natural-image size, against PIL alone.
 
     python benchmarks/scale_data.py --idx /usr/share/datasets/fashion-mnist --counts 10000 50000 \
         [--size 224] [--work /tmp/kdflow-scale] [--out reports/scale_data.csv]
 
 For each count, an image folder of that many RGB JPEGs (Fashion-MNIST images upscaled to --size and
 tinted per class, one directory per class; made once, then reused) is prepared by the real stage
-(`python -m kdcore prepare` in its own process, splits 50/20/20/10%), and its peak resident memory
-(the process's ru_maxrss) and wall time are measured. The baseline, measured in the same run: PIL
-alone decoding and resizing the same files in one process, as prepare must. Prints one row per count
-and writes them to --out.
+(`python -m kdcore prepare` in its own process, splits 50/20/20/10%), then `train_teacher`,
+`build_transfer` and `distill` run on it with a small teacher (CNN 8-16, one epoch), 2 views per
+transfer image and an MLP student (one epoch): the content does not matter here, the sizes do. Each
+stage's peak resident memory (the process's ru_maxrss) and wall time are measured. The baseline,
+measured in the same run: PIL alone decoding and resizing the same files in one process, as prepare
+must. Prints one row per count and writes them to --out.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -91,6 +94,10 @@ def params_for(folder: Path, count: int, size: int, root: Path) -> Path:
                    "splits": {"teacher_train": count // 2, "transfer": count // 5, "test": count // 5,
                               "validation": count - count // 2 - 2 * (count // 5)}}  # fmt: skip
     raw["paths"] = {k: str(root / v) for k, v in raw["paths"].items()}
+    raw["teachers"] = {"cnn": {"model": {"name": "cnn", "channels": [8, 16], "hidden": 32, "batchnorm": True},
+                               "train": {"epochs": 1, "batch_size": 64, "lr": 0.002, "shift": 2}}}  # fmt: skip
+    raw["transfer"].update({"views": 2, "mix": "none"})
+    raw["student"] = {"model": {"name": "mlp", "hidden": [32]}, "train": {"epochs": 1, "batch_size": 128, "lr": 0.003}}
     path = root / "params.yaml"
     root.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -104,18 +111,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--work", type=Path, default=Path("/tmp/kdflow-scale"))
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "scale_data.csv")
+    parser.add_argument("--stages", nargs="+", default=["check_params", "prepare", "train_teacher", "build_transfer",
+                        "distill"], help="stages to run and measure, in order")  # fmt: skip
     args = parser.parse_args(argv)
     rows = []
     for count in args.counts:
         folder = make_folder(args.idx, count, args.size, args.work / f"folder-{count}")
         params = params_for(folder, count, args.size, args.work / f"run-{count}")
-        seconds, peak_mb = run_stage("prepare", params)
+        shutil.rmtree(args.work / f"run-{count}" / ".kdflow", ignore_errors=True)  # no cached teacher outputs
         baseline = pil_alone(folder, args.size)
         on_disk = sum(f.stat().st_size for f in folder.rglob("*.jpg"))
-        rows.append({"images": count, "size": args.size, "jpeg_mb": round(on_disk / 2**20, 1),
-                     "float32_gb": round(count * 3 * args.size**2 * 4 / 2**30, 2),
-                     "prepare_s": round(seconds, 1), "prepare_peak_mb": round(peak_mb),
-                     "pil_alone_s": round(baseline, 1), "prepare_vs_pil": round(seconds / baseline, 2)})  # fmt: skip
+        row = {"images": count, "size": args.size, "jpeg_mb": round(on_disk / 2**20, 1),
+               "float32_gb": round(count * 3 * args.size**2 * 4 / 2**30, 2),
+               "pil_alone_s": round(baseline, 1)}  # fmt: skip
+        for stage in args.stages:
+            seconds, peak_mb = run_stage(stage, params)
+            row[f"{stage}_s"], row[f"{stage}_peak_mb"] = round(seconds, 1), round(peak_mb)
+            print(f"{count} images: {stage} {seconds:.1f} s, peak {peak_mb:.0f} MB", flush=True)
+        if "prepare_s" in row:
+            row["prepare_vs_pil"] = round(row["prepare_s"] / baseline, 2)
+        rows.append(row)
         print(rows[-1], flush=True)
     frame = pd.DataFrame(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
