@@ -49,7 +49,7 @@ def make_folder(idx: Path, count: int, size: int, out: Path) -> Path:
         (out / name).mkdir(parents=True, exist_ok=True)
     for i in range(count):
         k = i % len(labels)
-        gray = reader.read(np.array([k]))[0, 0].numpy()
+        gray = reader.read(np.array([k]))[0, ..., 0].numpy()  # (H, W, C) -> (H, W)
         tint = TINTS[labels[k] % len(TINTS)] * (0.85 + 0.15 * ((i // len(labels)) % 2))
         rgb = (gray[..., None].astype(np.float32) * tint).clip(0, 255).astype(np.uint8)
         image = Image.fromarray(rgb).resize((size, size), Image.BILINEAR)

@@ -112,3 +112,28 @@ def test_file_rows_read_a_tensor_by_row(tmp_path: Path) -> None:
     assert torch.equal(rows.tensor("predicted"), torch.arange(10))
     with pytest.raises(Exception, match="missing"):
         FileRows(tmp_path / "nowhere.safetensors", "x")
+
+
+def test_a_broken_image_stops_prepare_in_one_line_from_any_worker(tmp_path: Path, capsys) -> None:
+    from kdcore.__main__ import main as stage_main
+    from tests.conftest import tiny_raw, write_params
+
+    rng = np.random.default_rng(4)
+    for cls in "ab":
+        (tmp_path / "folder" / cls).mkdir(parents=True)
+        for i in range(30):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(
+                tmp_path / "folder" / cls / f"{i}.png"
+            )
+    (tmp_path / "folder" / "b" / "29.png").write_bytes(b"not an image")
+    for workers in (0, 2):
+        splits = {"teacher_train": 30, "transfer": 14, "test": 14}
+        raw = tiny_raw(tmp_path / f"w{workers}", data__source="imagefolder", data__path=str(tmp_path / "folder"),
+                       data__workers=workers, data__splits=splits)  # fmt: skip
+        params = write_params(tmp_path / f"p{workers}.yaml", raw)
+        capsys.readouterr()
+        assert stage_main(["prepare", "--params", str(params)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"kdflow prepare: error: {tmp_path / 'folder/b/29.png'}: not a readable image (no image format "
+                       "PIL knows)"], err  # fmt: skip
+        assert not (tmp_path / f"w{workers}" / "data/prepared").exists()

@@ -173,7 +173,9 @@ class FolderReader(SourceReader):
                 if self.size is not None and img.size != (self.size, self.size):
                     img = img.resize((self.size, self.size), Image.BILINEAR)
                 return np.asarray(img, dtype=np.uint8)
-        except (UnidentifiedImageError, OSError) as err:
+        except UnidentifiedImageError:
+            raise DataError(f"{f}: not a readable image (no image format PIL knows)") from None
+        except OSError as err:
             raise DataError(f"{f}: not a readable image ({err})") from None
 
     def read(self, index: np.ndarray) -> torch.Tensor:

@@ -23,7 +23,7 @@ from kdcore.data.shards import SHARD_BYTES, ShardWriter
 from kdcore.data.sources import DataHeader
 from kdcore.data.splits import SPLITS, stratified_split
 from kdcore.data.validate import Check, validate_or_fail
-from kdcore.errors import DataError
+from kdcore.errors import DataError, KdflowError
 
 PIXEL_STRIDE = 4  # uint8 samples' statistics are taken on every 4th value
 
@@ -100,29 +100,55 @@ class ChannelStats:
     def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.low.float(), self.high.float()
 
+    def merge(self, other: ChannelStats) -> None:
+        self.hist += other.hist
+        self.n += other.n
+        self.sum += other.sum
+        self.sumsq += other.sumsq
+        self.low = torch.minimum(self.low, other.low)
+        self.high = torch.maximum(self.high, other.high)
 
-def read_chunks(reader: SourceReader, chunks: list[np.ndarray], workers: int) -> Iterator[torch.Tensor]:
-    """The samples of each chunk of rows, in order; decoded by `workers` processes when the reader
-    decodes files (an image folder), so decoding runs on every core while this process writes."""
+
+def measured_chunk(reader: SourceReader, rows: np.ndarray, channels: int | None):
+    """(samples as stored, their checks' statistics, the chunk's channel statistics when `channels`):
+    all a chunk needs from whoever decodes it."""
+    raw = reader.read(rows)
+    partial = None
+    if channels is not None:
+        partial = ChannelStats(channels)
+        partial.add(raw)
+    return raw, sample_stats(raw), partial
+
+
+def read_chunks(reader: SourceReader, chunks: list[tuple[np.ndarray, int | None]], workers: int) -> Iterator:
+    """measured_chunk of each (rows, channels) in order; decoded and measured by `workers` processes
+    when the reader decodes files (an image folder), so that work runs on every core while this
+    process writes."""
     if workers == 0 or not reader.decodes or len(chunks) < 2:
-        for rows in chunks:
-            yield reader.read(rows)
+        for rows, channels in chunks:
+            yield measured_chunk(reader, rows, channels)
         return
     from torch.utils.data import DataLoader
 
     loader = DataLoader(_Chunks(reader, chunks), batch_size=None, num_workers=workers, prefetch_factor=2)
-    yield from loader
+    for item in loader:
+        if isinstance(item, KdflowError):  # a worker's one-line error, raised here as it was raised there
+            raise item
+        yield item
 
 
 class _Chunks(torch.utils.data.Dataset):
-    def __init__(self, reader: SourceReader, chunks: list[np.ndarray]) -> None:
+    def __init__(self, reader: SourceReader, chunks: list[tuple[np.ndarray, int | None]]) -> None:
         self.reader, self.chunks = reader, chunks
 
     def __len__(self) -> int:
         return len(self.chunks)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.reader.read(self.chunks[i])
+    def __getitem__(self, i: int):
+        try:
+            return measured_chunk(self.reader, *self.chunks[i])
+        except KdflowError as err:  # returned, not raised: DataLoader would wrap it in a worker traceback
+            return err
 
 
 def manifest_checks(
@@ -207,15 +233,18 @@ def run(params: Params) -> None:
     # and each sample's checks gathered on the way; the directory replaces the earlier one only whole
     with atomic_dir(out) as staged:
         stats, parts, hashes = ChannelStats(shape[0]), [], {}
-        bar = tqdm(total=sum(len(index[s]) for s in SPLITS), desc="prepare", unit="sample", mininterval=1.0)
+        bar = tqdm(  # on a terminal only (disable=None): logs and captured output stay free of bars
+            total=sum(len(index[s]) for s in SPLITS), desc="prepare", unit="sample", mininterval=1.0, disable=None
+        )
         for split in SPLITS:
             writer = ShardWriter(staged / split, shape, reader.dtype)
-            chunks = [index[split][first : first + chunk] for first in range(0, len(index[split]), chunk)]
-            for rows, raw in zip(chunks, read_chunks(reader, chunks, cfg.workers), strict=True):
+            channels = shape[0] if split == "teacher_train" else None  # the normalisation's statistics
+            chunks = [(index[split][first : first + chunk], channels) for first in range(0, len(index[split]), chunk)]
+            for (rows, _), (raw, checks, partial) in zip(chunks, read_chunks(reader, chunks, cfg.workers), strict=True):
                 writer.add(raw, header.labels[torch.from_numpy(rows)])
-                if split == "teacher_train":
-                    stats.add(raw)
-                parts.append(pd.DataFrame({"row": rows, "split": split, **sample_stats(raw)}))
+                if partial is not None:
+                    stats.merge(partial)
+                parts.append(pd.DataFrame({"row": rows, "split": split, **checks}))
                 bar.update(len(rows))
             writer.close()
             hashes[split] = writer.sha256()
