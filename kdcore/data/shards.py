@@ -19,6 +19,7 @@ themselves, so nothing large crosses a process boundary.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,80 +95,108 @@ class ShardWriter:
         return self.count
 
 
+DTYPES = {"U8": (np.uint8, torch.uint8), "F32": (np.float32, torch.float32)}
+
+
+def _tensor_layout(path: Path, key: str) -> tuple[str, tuple[int, ...], int]:
+    """(dtype, shape, byte offset in the file) of one tensor, from the safetensors header alone."""
+    with open(path, "rb") as fh:
+        size = int.from_bytes(fh.read(8), "little")
+        if not 0 < size < 100_000_000:
+            raise ValueError(f"header size {size}")
+        header = json.loads(fh.read(size))
+    entry = header[key]
+    return entry["dtype"], tuple(entry["shape"]), 8 + size + entry["data_offsets"][0]
+
+
 class ShardedSplit:
     """One split read from its shards: labels in memory (small), samples read on demand.
 
     `raw(index)` gives the samples as stored; `images(index)` as float32, pixels scaled to [0, 1]
-    (uint8 / 255) and standardised with `mean` and `std` when given. Files are opened lazily, per
-    process, so a DataLoader's workers each map them themselves."""
+    (uint8 / 255) and standardised with `mean` and `std` when given. Rows are read with plain
+    positioned reads (`os.pread`) at offsets the shard's header gives, not through a memory map:
+    a mapped file counts the pages it touched as the process's resident memory until it is unmapped,
+    so an epoch over mapped shards looked as large as the data. File descriptors are opened per
+    process, so a DataLoader's workers open their own."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
-        self.files = sorted(self.directory.glob("shard-*.safetensors"))
         if not self.directory.is_dir():
             raise DataError(f"{self.directory}: missing; run the prepare stage first")
+        self.files = sorted(self.directory.glob("shard-*.safetensors"))
         from safetensors import safe_open
 
-        counts, labels = [], []
-        dtype = None
-        self.sample_shape: tuple[int, ...] = ()
+        counts, labels, self.starts = [], [], []
+        self.stored, self.sample_shape = "U8", ()
         for path in self.files:
             try:
                 with safe_open(str(path), framework="pt") as handle:
                     y = handle.get_tensor("y")
-                    dtype = handle.get_slice("x").get_dtype()
-                    self.sample_shape = tuple(handle.get_slice("x").get_shape()[1:])  # (H, W, C)
-            except Exception as err:  # safetensors' own error types: a damaged or foreign file
+                self.stored, shape, start = _tensor_layout(path, "x")
+            except Exception as err:  # safetensors' own error types, a bad header: a damaged or foreign file
                 raise DataError(f"{path}: not a readable shard ({err}); rerun prepare") from None
+            if self.stored not in DTYPES:
+                raise DataError(f"{path}: samples of type {self.stored}; a shard holds U8 or F32")
+            self.sample_shape = shape[1:]  # (H, W, C)
+            self.starts.append(start)
             counts.append(len(y))
             labels.append(y)
         self.y = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64)
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        self.stored = dtype  # "U8" or "F32"
-        self._handles: dict[int, object] = {}
+        self.np_dtype, self.dtype = DTYPES[self.stored]
+        self.row_bytes = int(np.prod(self.sample_shape)) * np.dtype(self.np_dtype).itemsize
+        self._fds: dict[int, int] = {}
         self._pid = None
 
     def __len__(self) -> int:
         return len(self.y)
 
     def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_handles"] = {}  # reopened in the receiving process
-        return state
+        return {**self.__dict__, "_fds": {}, "_pid": None}  # reopened in the receiving process
 
-    def _handle(self, shard: int):
+    def __del__(self) -> None:
+        import os
+
+        if self._pid == os.getpid():
+            for fd in self._fds.values():
+                os.close(fd)
+
+    def _fd(self, shard: int) -> int:
         import os
 
         if self._pid != os.getpid():
-            self._handles, self._pid = {}, os.getpid()
-        if shard not in self._handles:
-            from safetensors import safe_open
+            self._fds, self._pid = {}, os.getpid()
+        if shard not in self._fds:
+            self._fds[shard] = os.open(self.files[shard], os.O_RDONLY)
+        return self._fds[shard]
 
-            self._handles[shard] = safe_open(str(self.files[shard]), framework="pt")
-        return self._handles[shard]
+    def _read(self, shard: int, first: int, count: int) -> np.ndarray:
+        """`count` rows of a shard from row `first`, one positioned read."""
+        import os
+
+        offset = self.starts[shard] + first * self.row_bytes
+        data = os.pread(self._fd(shard), count * self.row_bytes, offset)
+        if len(data) != count * self.row_bytes:
+            raise DataError(f"{self.files[shard]}: cut short; rerun prepare")
+        return np.frombuffer(data, dtype=self.np_dtype).reshape(count, *self.sample_shape)
 
     def raw(self, index: torch.Tensor | np.ndarray | list[int]) -> torch.Tensor:
         """The stored samples at `index` (any order, repeats allowed), in that order, (N, H, W, C)."""
         index = np.asarray(index, dtype=np.int64).reshape(-1)
         if len(index) and (index.min() < 0 or index.max() >= len(self)):
             raise IndexError(f"{self.directory}: index out of range 0..{len(self) - 1}")
+        out = np.empty((len(index), *self.sample_shape), dtype=self.np_dtype)
         shard_of = np.searchsorted(self.offsets, index, side="right") - 1
-        out = None
-        for shard in np.unique(shard_of):
+        for shard in np.unique(shard_of).tolist():
             where = np.flatnonzero(shard_of == shard)
             local = index[where] - self.offsets[shard]
             lo, hi = int(local.min()), int(local.max()) + 1
-            stored = self._handle(int(shard)).get_slice("x")
-            if hi - lo <= 4 * len(local):  # dense: one read of the range (only these rows are touched)
-                rows = stored[lo:hi][torch.from_numpy(local - lo)]
+            if hi - lo <= 4 * len(local):  # dense: one read of the range
+                out[where] = self._read(shard, lo, hi - lo)[local - lo]
             else:  # sparse (a shuffled batch): row by row
-                rows = torch.cat([stored[i : i + 1] for i in local.tolist()])
-            if out is None:
-                out = torch.empty((len(index), *rows.shape[1:]), dtype=rows.dtype)
-            out[torch.from_numpy(where)] = rows
-        if out is None:  # no samples asked for
-            return torch.zeros((0, *self.sample_shape), dtype=torch.uint8 if self.stored == "U8" else torch.float32)
-        return out
+                for j, row in zip(where.tolist(), local.tolist(), strict=True):
+                    out[j] = self._read(shard, row, 1)[0]
+        return torch.from_numpy(out)
 
     def images(
         self, index: torch.Tensor | np.ndarray | list[int], mean: torch.Tensor | None = None, std=None
@@ -191,29 +220,25 @@ class ShardedSplit:
 
 
 class FileRows:
-    """The rows of one tensor in a safetensors file, read on demand and indexed like a tensor (the
-    synthetic images: as large as the data set they stand in for)."""
+    """The rows of one tensor in a safetensors file, read on demand with positioned reads and indexed
+    like a tensor (the synthetic images: as large as the data set they stand in for)."""
 
     def __init__(self, path: Path, key: str) -> None:
-        from safetensors import safe_open
-
         self.path, self.key = Path(path), key
         if not self.path.is_file():
             raise DataError(f"{self.path}: missing; run the stage that writes it first")
         try:
-            with safe_open(str(self.path), framework="pt") as handle:
-                stored = handle.get_slice(key)
-                self.shape = torch.Size(stored.get_shape())
-                dtype = stored.get_dtype()
-        except Exception as err:  # safetensors' own error types: a damaged or foreign file
+            stored, shape, self.start = _tensor_layout(self.path, key)
+        except Exception as err:  # a bad header: a damaged or foreign file
             raise DataError(
                 f"{self.path}: not a readable safetensors file ({err}); rerun the stage that writes it"
             ) from None
-        self.nbytes = int(np.prod(self.shape)) * {"F32": 4, "F16": 2, "BF16": 2, "U8": 1, "I64": 8}.get(dtype, 4)
-        self._handle = None
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_handle": None}
+        if stored not in DTYPES:
+            raise DataError(f"{self.path}: {key} is of type {stored}; expected U8 or F32")
+        self.np_dtype = DTYPES[stored][0]
+        self.shape = torch.Size(shape)
+        self.row_bytes = int(np.prod(shape[1:])) * np.dtype(self.np_dtype).itemsize
+        self.nbytes = self.row_bytes * shape[0]
 
     def tensor(self, key: str) -> torch.Tensor:
         """Another tensor of the same file, whole."""
@@ -225,16 +250,21 @@ class FileRows:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def __getitem__(self, index) -> torch.Tensor:
-        from safetensors import safe_open
+    def _rows(self, fh, first: int, count: int) -> np.ndarray:
+        fh.seek(self.start + first * self.row_bytes)
+        data = fh.read(count * self.row_bytes)
+        return np.frombuffer(data, dtype=self.np_dtype).reshape(count, *self.shape[1:])
 
-        if self._handle is None:
-            self._handle = safe_open(str(self.path), framework="pt")
-        stored = self._handle.get_slice(self.key)
+    def __getitem__(self, index) -> torch.Tensor:
         if isinstance(index, slice):
-            start, stop, step = index.indices(len(self))
-            return stored[start:stop][::step] if step != 1 else stored[start:stop]
+            index = np.arange(len(self))[index]
         rows = np.asarray(index, dtype=np.int64).reshape(-1)
-        if not len(rows):
-            return torch.zeros((0, *self.shape[1:]))
-        return torch.cat([stored[i : i + 1] for i in rows.tolist()])
+        out = np.empty((len(rows), *self.shape[1:]), dtype=self.np_dtype)
+        with open(self.path, "rb") as fh:
+            if len(rows) and rows.max() - rows.min() + 1 <= 4 * len(rows):  # dense: one read
+                lo = int(rows.min())
+                out[:] = self._rows(fh, lo, int(rows.max()) + 1 - lo)[rows - lo]
+            else:
+                for j, row in enumerate(rows.tolist()):
+                    out[j] = self._rows(fh, row, 1)[0]
+        return torch.from_numpy(out)
