@@ -26,9 +26,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kdcore.artifacts import atomic_path, load_tensors, write_text  # noqa: E402
+from kdcore.artifacts import atomic_path, write_text  # noqa: E402
 from kdcore.checkpoint import load_model_dir  # noqa: E402
 from kdcore.config import parse_params, read_yaml  # noqa: E402
+from kdcore.data.prepared import load_split  # noqa: E402
 from kdcore.inference import predict_logits  # noqa: E402
 from kdcore.omitted import accuracy, choose_bias, shifted  # noqa: E402
 from kdcore.stages import get_stage  # noqa: E402
@@ -72,7 +73,7 @@ def measure_seed(raw: dict, work: Path, seed: int, classes: list[str]) -> list[d
     prepared = every / "data/prepared"
     meta = json.loads((prepared / "meta.json").read_text())
     omitted = excluded_indices(meta["class_names"], classes)
-    test, val = (load_tensors(prepared / f"{split}.safetensors") for split in ("test", "validation"))
+    test, val = ({"x": s.x, "y": s.y} for s in (load_split(prepared, split) for split in ("test", "validation")))
 
     def logits_of(directory: Path, split: dict) -> torch.Tensor:
         return predict_logits(load_model_dir(directory)[0], split["x"])

@@ -161,6 +161,15 @@ def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def sha256_dir(path: str | Path) -> str:
+    """sha256 over a directory's files (relative names and contents, in name order)."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode() + b"\0")
+        digest.update(sha256_file(file).encode())
+    return digest.hexdigest()
+
+
 def sha256_tensors(tensors: dict[str, torch.Tensor]) -> str:
     """A hash of tensor contents that does not depend on how they were serialised."""
     digest = hashlib.sha256()

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from kdcore.config import Params, parse_params
@@ -230,3 +231,11 @@ def cli_error(*module_and_args: str) -> str:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, lines
     return lines[0]
+
+
+def prepared_tensors(prepared: Path, split: str) -> dict[str, torch.Tensor]:
+    """A prepared split as the stages read it: {"x": normalised samples, "y": labels}."""
+    from kdcore.data.prepared import load_split
+
+    loaded = load_split(prepared, split)
+    return {"x": loaded.x, "y": loaded.y}

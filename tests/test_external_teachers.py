@@ -16,7 +16,7 @@ from kdcore.checkpoint import load_model_dir
 from kdcore.config import parse_params
 from kdcore.errors import ConfigError, DataError
 from kdcore.stages import get_stage
-from tests.conftest import TINY, copy_run, tiny_raw
+from tests.conftest import TINY, copy_run, prepared_tensors, tiny_raw
 
 CNN = TINY["teachers"]["cnn"]["model"]
 
@@ -72,7 +72,7 @@ def test_an_onnx_teacher_is_a_black_box_that_teaches(elsewhere: dict, tmp_path: 
     views = load_tensors(tmp_path / "data/transfer/views.safetensors")
     logits = load_tensors(tmp_path / "data/transfer/teacher_logits.safetensors")["logits"]
     first = views["src"][::2]  # view 0 of each sample is the sample itself
-    images = load_tensors(tmp_path / "data/prepared/transfer.safetensors")["x"][first]
+    images = prepared_tensors(tmp_path / "data/prepared", "transfer")["x"][first]
     with torch.no_grad():
         assert torch.allclose(logits[::2], torch_teacher(images), atol=1e-4)
     summary = json.loads((tmp_path / "metrics/summary.json").read_text())

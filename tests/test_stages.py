@@ -19,7 +19,7 @@ from kdcore.inference import predict_logits
 from kdcore.omitted import GRID
 from kdcore.stages import STAGE_NAMES, get_stage
 from kdcore.transfer.ensemble import combine_logits
-from tests.conftest import copy_run, tiny_raw, with_two_teachers
+from tests.conftest import copy_run, prepared_tensors, tiny_raw, with_two_teachers
 
 
 def run_all(params, skip: tuple[str, ...] = ()) -> None:
@@ -40,7 +40,7 @@ def test_every_stage_writes_its_outputs(tiny_run: Path) -> None:
     assert manifest.groupby("split").size().to_dict() == {"teacher_train": 400, "test": 300, "transfer": 400}
     meta = json.loads((tmp_path / "data/prepared/meta.json").read_text())
     assert meta["input_shape"] == [1, 8, 8] and meta["num_classes"] == 10
-    train = load_tensors(tmp_path / "data/prepared/teacher_train.safetensors")
+    train = prepared_tensors(tmp_path / "data/prepared", "teacher_train")
     assert abs(float(train["x"].mean())) < 1e-3 and abs(float(train["x"].std()) - 1) < 1e-2  # normalised
 
     views = load_tensors(tmp_path / "data/transfer/views.safetensors")
@@ -78,7 +78,7 @@ def test_every_stage_writes_its_outputs(tiny_run: Path) -> None:
     assert summary["student_kd"]["params"] < summary["teacher"]["params"]
     per_class = json.loads((tmp_path / "metrics/per_class.json").read_text())
     assert set(per_class) == {"teacher", "teacher/cnn", "student_scratch", "student_kd"}
-    test_y = load_tensors(tmp_path / "data/prepared/test.safetensors")["y"]
+    test_y = prepared_tensors(tmp_path / "data/prepared", "test")["y"]
     counts = torch.bincount(test_y, minlength=10).double()
     for model, by_class in per_class.items():
         assert len(by_class) == 10
@@ -237,7 +237,7 @@ def test_a_validation_split_is_carved_without_moving_the_others(tmp_path: Path) 
     params = parse_params(raw)
     run_all(params, skip=("export", "quantize", "update"))  # val_accuracy is evaluate's
     for split in ("teacher_train", "transfer", "test"):
-        same = [load_tensors(tmp_path / run / "data/prepared" / f"{split}.safetensors")["y"] for run in ("a", "b")]
+        same = [prepared_tensors(tmp_path / run / "data/prepared", split)["y"] for run in ("a", "b")]
         assert torch.equal(*same)
     manifest = pd.read_csv(tmp_path / "b/data/prepared/manifest.csv")
     assert manifest.groupby("split").size()["validation"] == 200 and manifest["sample_id"].is_unique
@@ -250,7 +250,7 @@ def test_the_scratch_baseline_leaves_out_the_classes_the_distilled_student_never
 ) -> None:
     params = copy_run(tiny_run, tmp_path, transfer__exclude_classes=[3], data__splits__validation=200)
     run_stages(params, "prepare", "build_transfer", "distill", "train_student_scratch", "evaluate")
-    transfer_y = load_tensors(tmp_path / "data/prepared/transfer.safetensors")["y"]
+    transfer_y = prepared_tensors(tmp_path / "data/prepared", "transfer")["y"]
     threes = int((transfer_y == 3).sum())
     config = json.loads((tmp_path / "models/student_scratch/model.json").read_text())["config"]
     assert config["samples"] == 400 - threes and config["transfer"]["exclude_classes"] == ["3"]
@@ -269,15 +269,35 @@ def test_the_scratch_baseline_leaves_out_the_classes_the_distilled_student_never
     assert choice["val_accuracy_corrected"] >= choice["val_accuracy_uncorrected"]
     assert choice["shipped"] == (choice["val_accuracy_corrected"] > choice["val_accuracy_uncorrected"])
     model, _ = load_model_dir(tmp_path / "models/student_kd")
-    val = load_tensors(tmp_path / "data/prepared/validation.safetensors")
+    val = prepared_tensors(tmp_path / "data/prepared", "validation")
     logits = predict_logits(model, val["x"])
     ships = choice["shipped"] and choice["bias"] > 0
     shipped_accuracy = choice["val_accuracy_corrected"] if ships else choice["val_accuracy_uncorrected"]
     assert float((logits.argmax(1) == val["y"]).float().mean()) == pytest.approx(shipped_accuracy, abs=1e-9)
     row = summary["omitted_classes"]
-    test_y = load_tensors(tmp_path / "data/prepared/test.safetensors")["y"]
+    test_y = prepared_tensors(tmp_path / "data/prepared", "test")["y"]
     assert row["omitted_test_samples"] == int((test_y == 3).sum())
     assert summary["student_kd"]["accuracy"] == row["distilled_corrected" if ships else "distilled_uncorrected"]
     assert row["scratch"] == summary["student_scratch"]["accuracy"]
     assert row["scratch_omitted"] == 0.0  # a student trained on hard labels without a 3 never says 3
     assert f"raised by +{choice['bias']:g}" in report and "| distilled, uncorrected |" in report
+
+
+def test_data_read_on_demand_gives_the_same_models_as_data_in_memory(
+    tiny_run: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """Every split and the synthetic pool read from disk batch by batch (as data larger than memory is)
+    train the same teacher and students, byte for byte, as the same data held in memory."""
+    import kdcore.data.prepared
+    from kdcore.artifacts import sha256_file
+    from kdcore.data.prepared import SplitImages, load_split
+    from tests.conftest import _run_every_stage
+
+    monkeypatch.setattr(kdcore.data.prepared, "IN_MEMORY_BYTES", 0)
+    assert isinstance(load_split(tiny_run / "data/prepared", "test").x, SplitImages)
+    _run_every_stage(tmp_path)
+    for model in ("models/teachers/cnn", "models/student_kd", "models/student_scratch"):
+        assert sha256_file(tmp_path / model / "model.safetensors") == sha256_file(
+            tiny_run / model / "model.safetensors"
+        )
+    assert (tmp_path / "metrics/summary.json").read_text() == (tiny_run / "metrics/summary.json").read_text()

@@ -45,8 +45,8 @@ def copy_project(trained: Path, dest: Path, real_splits: bool = True) -> Path:
     shutil.copytree(trained / "data/prepared", dest / "data/prepared")
     shutil.copytree(trained / "models", dest / "models")
     if not real_splits:
-        for split in ("teacher_train", "transfer", "test"):
-            (dest / "data/prepared" / f"{split}.safetensors").unlink()
+        for split in ("teacher_train", "transfer", "test", "validation"):
+            shutil.rmtree(dest / "data/prepared" / split)
     return dest
 
 

@@ -14,7 +14,7 @@ from kdcore.artifacts import load_tensors
 from kdcore.config import parse_params
 from kdcore.errors import ConfigError
 from kdcore.stages import STAGE_NAMES, get_stage
-from tests.conftest import tiny_raw
+from tests.conftest import prepared_tensors, tiny_raw
 
 
 def vector_raw(root: Path) -> dict:
@@ -40,7 +40,7 @@ def test_vector_data_end_to_end(tmp_path: Path) -> None:
         get_stage(stage)(params)
     meta = json.loads((tmp_path / "data/prepared/meta.json").read_text())
     assert meta["kind"] == "vector" and meta["input_shape"] == [12, 1, 1]
-    train = load_tensors(tmp_path / "data/prepared/teacher_train.safetensors")["x"]
+    train = prepared_tensors(tmp_path / "data/prepared", "teacher_train")["x"]
     assert torch.allclose(train.mean(dim=(0, 2, 3)), torch.zeros(12), atol=1e-4)  # standardised per feature
     assert torch.allclose(train.std(dim=(0, 2, 3)), torch.ones(12), atol=1e-2)
     summary = json.loads((tmp_path / "metrics/summary.json").read_text())

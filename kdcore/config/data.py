@@ -30,6 +30,9 @@ class DataConfig(Section):
     image_size: PositiveInt | None = Field(default=None, description="imagefolder: resize to this square size.")
     channels: Literal[1, 3] = Field(default=1, description="imagefolder: 1 (grayscale) or 3 (RGB).")
     splits: SplitSizes
+    workers: NonNegativeInt = Field(
+        default=2, le=64, description="Processes that decode image files for prepare (0: decode in the stage's own)."
+    )
     validation: DataValidationConfig = DataValidationConfig()
 
     @field_validator("source")

@@ -22,7 +22,15 @@ from kdcore.errors import DataError
 from kdcore.losses.hinton import UNLABELED
 from kdcore.runtime import resolve_device
 from kdcore.transfer.ensemble import combine_logits
-from kdcore.transfer.pool import LOGITS_FILE, POOL_FILE, VIEWS_FILE, build_pool, excluded_indices, save_pool
+from kdcore.transfer.pool import (
+    LOGITS_FILE,
+    POOL_FILE,
+    SYNTHETIC_FILE,
+    VIEWS_FILE,
+    build_pool,
+    excluded_indices,
+    save_pool,
+)
 from kdcore.transfer.views import (
     Views,
     cache_key,
@@ -85,7 +93,7 @@ def run(params: Params) -> None:
     pool = build_pool(
         params.paths.prepared,
         prepared.meta["sha256"],
-        params.paths.synthetic / "images.safetensors",
+        params.paths.synthetic / SYNTHETIC_FILE,
         source=cfg.source,
         exclude=excluded_indices(prepared.meta["class_names"], cfg.exclude_classes),
         max_per_class=cfg.max_per_class,

@@ -32,7 +32,7 @@ from kdcore.models import build_model, count_params
 from kdcore.omitted import BiasChoice, accuracy, apply_bias, choose_bias, shifted
 from kdcore.runtime import resolve_device
 from kdcore.training import train_student
-from kdcore.transfer.pool import excluded_indices, load_view_set
+from kdcore.transfer.pool import SYNTHETIC_FILE, excluded_indices, load_view_set
 from kdcore.transfer.views import teacher_logits_on_views
 
 GENERATION_SEED_STEP = 1_000  # generation g trains with seed + (g - 1) * this: a new init and order
@@ -43,7 +43,7 @@ def run(params: Params) -> None:
     device = resolve_device(params.device)
     prepared = load_meta(paths.prepared)
     test = load_split(paths.prepared, "test")
-    views, pool = load_view_set(paths.transfer, prepared.fill)
+    views, pool = load_view_set(paths.transfer, paths.prepared, paths.synthetic / SYNTHETIC_FILE)
     objective = Objective([t.model_dump(mode="json") for t in cfg.terms], cfg.temperature)
     prepare = None
     if objective.needs_teacher_features:

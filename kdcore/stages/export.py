@@ -22,7 +22,7 @@ from kdcore.inference import predict_logits
 from kdcore.models.onnx import OnnxModel
 from kdcore.quantize.onnx_export import export_onnx, preprocessing_metadata, quantize_int8, stamp_metadata
 from kdcore.transfer.ensemble import as_one_teacher
-from kdcore.transfer.pool import POOL_FILE, calibration_images, load_pool
+from kdcore.transfer.pool import POOL_FILE, SYNTHETIC_FILE, calibration_images, load_pool
 
 MAX_FP32_DIFF = 1e-3  # onnxruntime against torch on the same fp32 weights
 
@@ -35,7 +35,11 @@ def run(params: Params) -> None:
     members = {name: load_model_dir(params.paths.teachers / name)[0] for name in params.teachers}
     teacher = as_one_teacher(members, ensemble.method, ensemble.weights, ensemble.tau)
     teacher_pred = predict_logits(teacher, test.x).argmax(1)
-    pool = load_pool(params.paths.transfer / POOL_FILE) if cfg.int8 else None
+    pool = (
+        load_pool(params.paths.transfer / POOL_FILE, params.paths.prepared, params.paths.synthetic / SYNTHETIC_FILE)
+        if cfg.int8
+        else None
+    )
     calibration = (
         calibration_images(pool, cfg.calibration_samples, "export.calibration_samples") if pool is not None else None
     )

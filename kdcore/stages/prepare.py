@@ -1,36 +1,154 @@
-"""prepare: load the source, validate it, split it by seed, normalise, write tensors and a manifest."""
+"""prepare: read the source, split it by seed, write each split as shards, check it, write a manifest.
+
+Samples are read by index (kdcore.data.sources.open_source: image folders decoded one image at a
+time, IDX files memory-mapped) and written in chunks to shards (kdcore.data.shards), so memory does
+not grow with the number of samples. Each sample is decoded once: the teacher split's per-channel
+statistics and every sample's checks are gathered as its shard is written. Shards hold the samples
+as they come (uint8 pixels, or float32); the normalisation is applied when batches are read.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm
 
-from kdcore.artifacts import atomic_dir, atomic_path, save_tensors, sha256_tensors, write_json
+from kdcore.artifacts import atomic_dir, atomic_path, write_json
 from kdcore.config import Params
-from kdcore.data.sources import RawData, load_source
+from kdcore.data.readers import SourceReader, open_source
+from kdcore.data.shards import SHARD_BYTES, ShardWriter
+from kdcore.data.sources import DataHeader
 from kdcore.data.splits import SPLITS, stratified_split
-from kdcore.data.transforms import normalise
 from kdcore.data.validate import Check, validate_or_fail
-from kdcore.errors import DataError
+from kdcore.errors import DataError, KdflowError
+
+PIXEL_STRIDE = 4  # uint8 samples' statistics are taken on every 4th value
 
 
-def build_manifest(data: RawData, split_of: list[str]) -> pd.DataFrame:
-    """One row per kept sample: id, split, label, and the pixel statistics the checks look at."""
-    flat = data.images.flatten(1)  # (N, C*H*W)
-    finite = torch.where(torch.isnan(flat), torch.zeros_like(flat), flat)
-    return pd.DataFrame(
-        {
-            "sample_id": data.ids,
-            "split": split_of,
-            "label": data.labels.numpy(),
-            "class_name": [data.class_names[i] for i in data.labels.tolist()],
-            "pixel_min": finite.min(1).values.numpy(),
-            "pixel_max": finite.max(1).values.numpy(),
-            "pixel_mean": finite.mean(1).numpy(),
-            "pixel_std": finite.std(1).numpy(),
-            "pixel_nan": torch.isnan(flat).sum(1).numpy(),
+def sample_stats(raw: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per-sample statistics of a chunk as stored, in [0, 1] units for uint8 pixels: what the checks
+    look at. uint8 samples (which cannot be NaN or leave [0, 1]) are measured as integers on every
+    PIXEL_STRIDE-th value, enough to tell a blank image from a real one at a fraction of the cost;
+    float samples on every value."""
+    if raw.dtype == torch.uint8:
+        flat = raw.flatten(1).numpy()[:, ::PIXEL_STRIDE]
+        n = flat.shape[1]
+        total = flat.sum(1, dtype=np.int64).astype(np.float64)
+        squares = np.square(flat, dtype=np.uint16).sum(1, dtype=np.int64).astype(np.float64)
+        var = (squares - total * total / n) / max(n - 1, 1)
+        return {
+            "pixel_min": flat.min(1) / 255.0,
+            "pixel_max": flat.max(1) / 255.0,
+            "pixel_mean": total / n / 255.0,
+            "pixel_std": np.sqrt(np.clip(var, 0, None)) / 255.0,
+            "pixel_nan": np.zeros(len(flat), np.int64),  # bytes cannot be NaN
         }
-    )
+    flat = raw.float().flatten(1)
+    finite = torch.where(torch.isnan(flat), torch.zeros_like(flat), flat)
+    return {
+        "pixel_min": finite.min(1).values.numpy(),
+        "pixel_max": finite.max(1).values.numpy(),
+        "pixel_mean": finite.mean(1).numpy(),
+        "pixel_std": finite.std(1).numpy() if flat.shape[1] > 1 else np.zeros(len(flat), np.float32),
+        "pixel_nan": torch.isnan(flat).sum(1).numpy(),
+    }
+
+
+class ChannelStats:
+    """Per-channel mean, std, min and max over everything added, in [0, 1] units for uint8 pixels:
+    the teacher split's normalisation, one chunk at a time. uint8 pixels are counted per value
+    (a 256-bin histogram per channel: exact); float32 samples are summed in float64."""
+
+    def __init__(self, channels: int) -> None:
+        self.hist = torch.zeros(channels, 256, dtype=torch.int64)
+        self.n = 0
+        self.sum = torch.zeros(channels, dtype=torch.float64)
+        self.sumsq = torch.zeros(channels, dtype=torch.float64)
+        self.low = torch.full((channels,), float("inf"), dtype=torch.float64)
+        self.high = torch.full((channels,), float("-inf"), dtype=torch.float64)
+
+    def add(self, raw: torch.Tensor) -> None:
+        """`raw`: (N, H, W, C) as the shards hold it."""
+        if raw.dtype == torch.uint8:
+            for c in range(raw.shape[-1]):
+                self.hist[c] += torch.bincount(raw[..., c].flatten(), minlength=256)
+            return
+        x = torch.nan_to_num(raw.double())
+        self.n += x.shape[0] * x.shape[1] * x.shape[2]
+        self.sum += x.sum(dim=(0, 1, 2))
+        self.sumsq += (x * x).sum(dim=(0, 1, 2))
+        self.low = torch.minimum(self.low, x.amin(dim=(0, 1, 2)))
+        self.high = torch.maximum(self.high, x.amax(dim=(0, 1, 2)))
+
+    def _moments(self) -> tuple[int, torch.Tensor, torch.Tensor]:
+        if self.hist.sum():
+            values = torch.arange(256, dtype=torch.float64) / 255.0
+            counts = self.hist.double()
+            n = int(self.hist[0].sum())
+            return n, (counts * values).sum(1), (counts * values * values).sum(1)
+        return self.n, self.sum, self.sumsq
+
+    def mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
+        n, total, squares = self._moments()
+        mean = total / n
+        var = (squares - n * mean * mean) / max(n - 1, 1)  # unbiased, as torch.std
+        return mean.float(), var.clamp_min(0).sqrt().float().clamp_min(1e-6)
+
+    def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.low.float(), self.high.float()
+
+    def merge(self, other: ChannelStats) -> None:
+        self.hist += other.hist
+        self.n += other.n
+        self.sum += other.sum
+        self.sumsq += other.sumsq
+        self.low = torch.minimum(self.low, other.low)
+        self.high = torch.maximum(self.high, other.high)
+
+
+def measured_chunk(reader: SourceReader, rows: np.ndarray, channels: int | None):
+    """(samples as stored, their checks' statistics, the chunk's channel statistics when `channels`):
+    all a chunk needs from whoever decodes it."""
+    raw = reader.read(rows)
+    partial = None
+    if channels is not None:
+        partial = ChannelStats(channels)
+        partial.add(raw)
+    return raw, sample_stats(raw), partial
+
+
+def read_chunks(reader: SourceReader, chunks: list[tuple[np.ndarray, int | None]], workers: int) -> Iterator:
+    """measured_chunk of each (rows, channels) in order; decoded and measured by `workers` processes
+    when the reader decodes files (an image folder), so that work runs on every core while this
+    process writes."""
+    if workers == 0 or not reader.decodes or len(chunks) < 2:
+        for rows, channels in chunks:
+            yield measured_chunk(reader, rows, channels)
+        return
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(_Chunks(reader, chunks), batch_size=None, num_workers=workers, prefetch_factor=2)
+    for item in loader:
+        if isinstance(item, KdflowError):  # a worker's one-line error, raised here as it was raised there
+            raise item
+        yield item
+
+
+class _Chunks(torch.utils.data.Dataset):
+    def __init__(self, reader: SourceReader, chunks: list[tuple[np.ndarray, int | None]]) -> None:
+        self.reader, self.chunks = reader, chunks
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, i: int):
+        try:
+            return measured_chunk(self.reader, *self.chunks[i])
+        except KdflowError as err:  # returned, not raised: DataLoader would wrap it in a worker traceback
+            return err
 
 
 def manifest_checks(
@@ -64,30 +182,29 @@ def manifest_checks(
 MIN_IMAGE_SIDE = 4  # smaller images leave nothing for pixel shifts, pooling or cutmix to work on
 
 
-def check_learnable(data: RawData, where: str, min_class_fraction: float) -> None:
+def check_learnable(header: DataHeader, ids: list[str], where: str, min_class_fraction: float) -> None:
     """Data no classifier can be trained and evaluated on stops here, with one line naming the problem:
     fewer than two classes, a class too rare for the splits (often a stray label such as 255), images
-    too small to hold a pattern."""
-    counts = torch.bincount(data.labels, minlength=len(data.class_names))
-    if len(data.class_names) < 2:
-        name = data.class_names[0] if data.class_names else "none"
-        raise DataError(
-            f"{where}: only one class ({name!r}) in {len(data.ids)} samples; a classifier needs at least two"
-        )
-    floor = min_class_fraction * len(data.ids) / len(data.class_names)
+    too small to hold a pattern. Decided from the labels and the sample shape, before any decoding."""
+    labels, names = header.labels, header.class_names
+    counts = torch.bincount(labels, minlength=len(names))
+    if len(names) < 2:
+        name = names[0] if names else "none"
+        raise DataError(f"{where}: only one class ({name!r}) in {len(ids)} samples; a classifier needs at least two")
+    floor = min_class_fraction * len(ids) / len(names)
     rare = [i for i, c in enumerate(counts.tolist()) if c < max(floor, 1)]
     if rare:
         i = min(rare, key=lambda k: counts[k])
-        rows = torch.nonzero(data.labels == i).flatten()[:3].tolist()
-        listed = ", ".join(repr(data.class_names[k]) for k in rare[:5]) + (" ..." if len(rare) > 5 else "")
+        rows = torch.nonzero(labels == i).flatten()[:3].tolist()
+        listed = ", ".join(repr(names[k]) for k in rare[:5]) + (" ..." if len(rare) > 5 else "")
         raise DataError(
-            f"{where}: class {data.class_names[i]!r} has {int(counts[i])} sample(s) (row(s) {rows}, id "
-            f"{data.ids[rows[0]]}) but every class needs at least {floor:.0f} "
+            f"{where}: class {names[i]!r} has {int(counts[i])} sample(s) (row(s) {rows}, id "
+            f"{ids[rows[0]]}) but every class needs at least {floor:.0f} "
             f"(data.validation.min_class_fraction={min_class_fraction} of a balanced class); "
             f"rare classes: {listed}; a stray or out-of-range label?"
         )
-    if data.kind == "image":
-        h, w = data.images.shape[2:]
+    if header.kind == "image":
+        h, w = header.input_shape[1:]
         if min(h, w) < MIN_IMAGE_SIDE:
             raise DataError(
                 f"{where}: images are {h}x{w} pixels; kdflow needs at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} "
@@ -95,73 +212,86 @@ def check_learnable(data: RawData, where: str, min_class_fraction: float) -> Non
             )
 
 
+CHUNK_BYTES = SHARD_BYTES  # samples decoded at a time (one shard): memory stays flat in the number of samples
+
+
 def run(params: Params) -> None:
     cfg = params.data
     out = params.paths.prepared
-    data = load_source(cfg.source, cfg.path, cfg.image_size, cfg.channels)
-    check_learnable(
-        data, f"data.path {cfg.path}" if cfg.path else f"data.source {cfg.source}", cfg.validation.min_class_fraction
-    )
+    where = f"data.path {cfg.path}" if cfg.path else f"data.source {cfg.source}"
+    reader = open_source(cfg.source, cfg.path, cfg.image_size, cfg.channels)
+    header = reader.header
+    check_learnable(header, reader.ids, where, cfg.validation.min_class_fraction)
+    params.check_for_kind(header.kind)
     sizes = cfg.splits.model_dump()
-    index = stratified_split(data.labels, sizes, params.seed)
+    index = stratified_split(header.labels, sizes, params.seed)
+    num_classes, shape = len(header.class_names), header.input_shape
+    itemsize = torch.empty((), dtype=reader.dtype).element_size()
+    chunk = max(1, CHUNK_BYTES // (int(np.prod(shape)) * itemsize))
 
-    keep = torch.cat([torch.from_numpy(index[s]) for s in SPLITS])
-    split_of = [s for s in SPLITS for _ in range(len(index[s]))]
-    kept = RawData(
-        data.images[keep], data.labels[keep], [data.ids[i] for i in keep.tolist()], data.class_names, data.kind
-    )
-    manifest = build_manifest(kept, split_of)
-
-    num_classes = len(data.class_names)
-    params.check_for_kind(data.kind)
-    checks = manifest_checks(
-        len(kept.ids), num_classes, sizes, cfg.validation.min_class_fraction, pixels=data.kind == "image"
-    )
-    counts = manifest.groupby("label").size().rename("count").reset_index()
-    split_counts = manifest.groupby(["split", "label"]).size().rename("count").reset_index()
-    validate_or_fail(
-        {
-            "manifest": (manifest, checks["manifest"]),
-            "class_balance": (counts, checks["class_balance"]),
-            "split_sizes": (split_counts, checks["split_sizes"]),
-        },
-        suite="prepare",
-        report_path=params.paths.reports / "validation" / "prepare.html",
-    )
-
-    # statistics of the teacher's training split only, applied to every split
-    train_images = data.images[torch.from_numpy(index["teacher_train"])]
-    mean = train_images.mean(dim=(0, 2, 3))  # (C,)
-    std = train_images.std(dim=(0, 2, 3)).clamp_min(1e-6)  # (C,)
-    fill = (0.0 - mean) / std
-    if data.kind == "vector":  # the valid range of a feature is what the teacher's split spans
-        low, high = train_images.amin(dim=(0, 2, 3)), train_images.amax(dim=(0, 2, 3))
-    else:  # pixels in [0, 1]
-        low, high = torch.zeros_like(mean), torch.ones_like(mean)
-
-    # the whole directory at once: a failure leaves the earlier prepared data as it was (persisted in dvc.yaml)
+    # one pass, one decode per sample: shards written a chunk at a time, the teacher split's statistics
+    # and each sample's checks gathered on the way; the directory replaces the earlier one only whole
     with atomic_dir(out) as staged:
-        hashes = {}
+        stats, parts, hashes = ChannelStats(shape[0]), [], {}
+        bar = tqdm(  # on a terminal only (disable=None): logs and captured output stay free of bars
+            total=sum(len(index[s]) for s in SPLITS), desc="prepare", unit="sample", mininterval=1.0, disable=None
+        )
         for split in SPLITS:
-            idx = torch.from_numpy(index[split])
-            tensors = {"x": normalise(data.images[idx], mean, std), "y": data.labels[idx]}
-            save_tensors(staged / f"{split}.safetensors", tensors)
-            hashes[split] = sha256_tensors(tensors)
+            writer = ShardWriter(staged / split, shape, reader.dtype)
+            channels = shape[0] if split == "teacher_train" else None  # the normalisation's statistics
+            chunks = [(index[split][first : first + chunk], channels) for first in range(0, len(index[split]), chunk)]
+            for (rows, _), (raw, checks, partial) in zip(chunks, read_chunks(reader, chunks, cfg.workers), strict=True):
+                writer.add(raw, header.labels[torch.from_numpy(rows)])
+                if partial is not None:
+                    stats.merge(partial)
+                parts.append(pd.DataFrame({"row": rows, "split": split, **checks}))
+                bar.update(len(rows))
+            writer.close()
+            hashes[split] = writer.sha256()
+        bar.close()
+        manifest = pd.concat(parts, ignore_index=True)
+        labels = header.labels[torch.as_tensor(manifest["row"].to_numpy(dtype=np.int64, copy=True))]
+        manifest.insert(0, "sample_id", [reader.ids[i] for i in manifest["row"].tolist()])
+        manifest.insert(2, "label", labels.numpy())
+        manifest.insert(3, "class_name", [header.class_names[i] for i in labels.tolist()])
+        manifest = manifest.drop(columns="row")
+        checks = manifest_checks(
+            len(manifest), num_classes, sizes, cfg.validation.min_class_fraction, pixels=header.kind == "image"
+        )
+        counts = manifest.groupby("label").size().rename("count").reset_index()
+        split_counts = manifest.groupby(["split", "label"]).size().rename("count").reset_index()
+        validate_or_fail(
+            {
+                "manifest": (manifest, checks["manifest"]),
+                "class_balance": (counts, checks["class_balance"]),
+                "split_sizes": (split_counts, checks["split_sizes"]),
+            },
+            suite="prepare",
+            report_path=params.paths.reports / "validation" / "prepare.html",
+        )
+        # statistics of the teacher's training split only, applied to every split when it is read
+        mean, std = stats.mean_std()
+        fill = (0.0 - mean) / std
+        if header.kind == "vector":  # the valid range of a feature is what the teacher's split spans
+            low, high = stats.bounds()
+        else:  # pixels in [0, 1]
+            low, high = torch.zeros_like(mean), torch.ones_like(mean)
         with atomic_path(staged / "manifest.csv") as tmp:
             manifest.to_csv(tmp, index=False, float_format="%.6g")
-        c, h, w = data.images.shape[1:]
+        c, h, w = shape
         write_json(
             staged / "meta.json",
             {
                 "source": cfg.source,
                 "input_shape": [c, h, w],
                 "num_classes": num_classes,
-                "class_names": data.class_names,
+                "class_names": header.class_names,
                 "sizes": {s: len(index[s]) for s in SPLITS},
                 "mean": mean.tolist(),
                 "std": std.tolist(),
                 "fill": fill.tolist(),
-                "kind": data.kind,
+                "kind": header.kind,
+                "stored": "uint8" if reader.dtype == torch.uint8 else "float32",
                 "bounds": {"low": ((low - mean) / std).tolist(), "high": ((high - mean) / std).tolist()},
                 "seed": params.seed,
                 "sha256": hashes,
@@ -169,5 +299,5 @@ def run(params: Params) -> None:
         )
     print(
         f"prepare: {cfg.source} -> {', '.join(f'{s}={len(index[s])}' for s in SPLITS)} "
-        f"({num_classes} classes, {c}x{h}x{w}) in {out}"
+        f"({num_classes} classes, {c}x{h}x{w}, stored as {str(reader.dtype).removeprefix('torch.')}) in {out}"
     )

@@ -43,7 +43,7 @@ from kdcore.quantize.pt2e import Lowered, ptq_int8, qat_int8
 from kdcore.runtime import seed_everything
 from kdcore.training import ViewSet, fit
 from kdcore.transfer.ensemble import as_one_teacher
-from kdcore.transfer.pool import calibration_images, load_view_set
+from kdcore.transfer.pool import SYNTHETIC_FILE, calibration_images, load_view_set
 
 MAX_PACKED_DIFF = 1e-4  # the packed file's model against the quantized model it was written from
 
@@ -105,7 +105,7 @@ def run(params: Params) -> None:
     members = {name: load_model_dir(params.paths.teachers / name)[0] for name in params.teachers}
     teacher = as_one_teacher(members, ensemble.method, ensemble.weights, ensemble.tau)
     teacher_pred = predict_logits(teacher, test.x).argmax(1)
-    views, pool = load_view_set(params.paths.transfer, meta.fill)
+    views, pool = load_view_set(params.paths.transfer, params.paths.prepared, params.paths.synthetic / SYNTHETIC_FILE)
     calibration = calibration_images(pool, cfg.calibration_samples, "quantize.calibration_samples")
     _, suffix = qat_objective(params)
     rows: dict[str, dict[str, float]] = {}

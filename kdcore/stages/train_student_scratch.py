@@ -13,7 +13,7 @@ from __future__ import annotations
 from kdcore.artifacts import replaced_together
 from kdcore.checkpoint import save_model_dir, training_checkpoint
 from kdcore.config import Params
-from kdcore.data.prepared import load_meta, load_split
+from kdcore.data.prepared import load_meta, load_split, take
 from kdcore.evaluate.measured import write_training_time
 from kdcore.losses import LOSSES
 from kdcore.models import count_params
@@ -35,7 +35,7 @@ def run(params: Params) -> None:
         keep = class_filter(
             true, excluded_indices(prepared.meta["class_names"], cfg.exclude_classes), cfg.max_per_class
         )
-        images, labels = images[keep], labels[keep]
+        images, labels = take(images, keep), labels[keep]
     made = make_views(len(images), cfg.views, cfg.shift, params.seed)
     labeled = labels[made.src] >= 0  # only views whose sample carries a label: nothing else to learn from
     views = ViewSet(

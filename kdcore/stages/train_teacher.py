@@ -19,7 +19,7 @@ from torch import nn
 from kdcore.artifacts import replaced_together, save_with, sha256_file, write_json
 from kdcore.checkpoint import META, ONNX, save_model_dir, training_checkpoint
 from kdcore.config import Params, TeacherConfig
-from kdcore.data.prepared import load_meta, load_split
+from kdcore.data.prepared import load_meta, load_split, take
 from kdcore.errors import ConfigError, DataError
 from kdcore.evaluate.measured import write_training_time
 from kdcore.inference import predict_logits
@@ -45,7 +45,7 @@ def train_one(params: Params, name: str) -> None:
     x, y = train.x, train.y
     if cfg.subset < 1.0:
         index = subset_index(len(y), cfg.subset, seed)
-        x, y = x[index], y[index]
+        x, y = take(x, index), y[index]
     seed_everything(seed)
     model = build_model(cfg.model, prepared.input_shape, prepared.num_classes)
     checkpoint = training_checkpoint(

@@ -3,7 +3,10 @@
 `build_transfer` assembles it once (`build_pool`: which real splits, which synthetic images, the
 class filters) and writes it beside the views (`pool.safetensors`); every stage that learns from
 the views or calibrates on transfer images reads that file (`load_pool`, `load_view_set`) and
-never rebuilds it from the prepared splits.
+never rebuilds it. The file holds where each image is (a part: the prepared transfer or teacher
+split, or the synthetic images; and the row there), its usable label and whether it is synthetic,
+not the pixels: the images are read from their part when a batch needs them, so a pool of natural
+images costs no copy of the data set.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 import torch
 
 from kdcore.artifacts import load_tensors, save_tensors, sha256_tensors
-from kdcore.data.prepared import load_split
+from kdcore.data.prepared import Images, fits_in_memory, load_meta, load_split
 from kdcore.errors import ConfigError, DataError
 from kdcore.losses.hinton import UNLABELED
 from kdcore.training import ViewSet
@@ -25,21 +28,64 @@ from kdcore.transfer.views import Views
 POOL_FILE = "pool.safetensors"
 VIEWS_FILE = "views.safetensors"
 LOGITS_FILE = "teacher_logits.safetensors"
+SYNTHETIC_FILE = "images.safetensors"  # under paths.synthetic: the synthesize stage's images
+
+
+PARTS = ("transfer", "teacher_train", "synthetic")  # where a pool image comes from (pool.safetensors `part`)
 
 
 @dataclass(frozen=True)
 class TransferPool:
     """The images the transfer views index: the real ones first, then the synthetic ones."""
 
-    images: torch.Tensor  # (N, C, H, W) normalised
+    images: Images  # (N, C, H, W) normalised: in memory, or read from their parts on demand
     labels: torch.Tensor  # (N,) -1 where there is no usable label (every synthetic image)
     real: int  # how many of the images are real
     data_sha: str  # identifies the images, for the teacher-output cache
     settings: dict[str, Any] | None = None  # the transfer settings it was built with (params' transfer section)
+    part: torch.Tensor | None = None  # (N,) uint8: index into PARTS
+    row: torch.Tensor | None = None  # (N,) the image's row in its part
 
     @property
     def synthetic(self) -> int:
         return len(self.images) - self.real
+
+
+class PoolImages:
+    """Images gathered from several parts by (part, row), read on demand and indexed like a tensor."""
+
+    def __init__(self, parts: dict[int, Images], part: torch.Tensor, row: torch.Tensor, shape: tuple[int, ...]):
+        self.parts, self.part, self.row = parts, part.long(), row.long()
+        self.shape = torch.Size((len(part), *shape))
+
+    def __len__(self) -> int:
+        return len(self.part)
+
+    def subset(self, index: torch.Tensor) -> PoolImages:
+        """The images at `index` (a long or bool tensor), still read on demand."""
+        return PoolImages(self.parts, self.part[index], self.row[index], tuple(self.shape[1:]))
+
+    def __getitem__(self, index) -> torch.Tensor:
+        if isinstance(index, int):
+            return self[torch.tensor([index])][0]
+        if isinstance(index, torch.Tensor) and index.dtype == torch.bool:
+            index = index.nonzero().flatten()
+        index = torch.arange(len(self))[index] if isinstance(index, slice) else torch.as_tensor(index).long()
+        out = torch.empty((len(index), *self.shape[1:]))
+        part, row = self.part[index], self.row[index]
+        for k in part.unique().tolist():
+            where = (part == k).nonzero().flatten()
+            out[where] = self.parts[k][row[where]]
+        return out
+
+
+def gather(parts: dict[int, Images], part: torch.Tensor, row: torch.Tensor, shape: tuple[int, ...]) -> Images:
+    """The pool's images: one tensor when every part is in memory (the bundled data), else PoolImages."""
+    if all(isinstance(images, torch.Tensor) for images in parts.values()):
+        if not len(part):
+            return torch.zeros((0, *shape))
+        return PoolImages(parts, part, row, shape)[torch.arange(len(part))]
+    return PoolImages(parts, part, row, shape)
 
 
 def real_sources(include_teacher_train: bool) -> list[str]:
@@ -49,16 +95,21 @@ def real_sources(include_teacher_train: bool) -> list[str]:
 
 def real_transfer_images(
     prepared_dir: Path, include_teacher_train: bool, labeled: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(N, C, H, W) real transfer images, (N,) labels that may be used (-1 where not) and (N,) true labels."""
-    xs, ys, true = [], [], []
+) -> tuple[Images, torch.Tensor, torch.Tensor]:
+    """(N, C, H, W) real transfer images (read on demand when large), (N,) labels that may be used (-1
+    where not) and (N,) true labels."""
+    parts, ys, true, part_ids, rows = {}, [], [], [], []
     for split in real_sources(include_teacher_train):
-        part = load_split(prepared_dir, split)
+        loaded = load_split(prepared_dir, split)
         usable = split == "teacher_train" or labeled  # the teacher's split is labelled by definition
-        xs.append(part.x)
-        ys.append(part.y if usable else torch.full_like(part.y, UNLABELED))
-        true.append(part.y)
-    return torch.cat(xs), torch.cat(ys), torch.cat(true)
+        parts[PARTS.index(split)] = loaded.x
+        ys.append(loaded.y if usable else torch.full_like(loaded.y, UNLABELED))
+        true.append(loaded.y)
+        part_ids.append(torch.full((len(loaded.y),), PARTS.index(split), dtype=torch.uint8))
+        rows.append(torch.arange(len(loaded.y)))
+    shape = tuple(load_meta(prepared_dir).input_shape)
+    images = gather(parts, torch.cat(part_ids), torch.cat(rows), shape)
+    return images, torch.cat(ys), torch.cat(true)
 
 
 def synthetic_count(available: int, real: int, share: float) -> int:
@@ -93,6 +144,16 @@ def excluded_indices(class_names: list[str], exclude: list[str]) -> list[int]:
     return [class_names.index(name) for name in exclude]
 
 
+def synthetic_images(path: Path) -> tuple[Images, torch.Tensor]:
+    """The synthesize stage's images (read on demand when large) and the teacher's class for each."""
+    from kdcore.data.shards import FileRows
+
+    rows = FileRows(path, "x")
+    predicted = rows.tensor("predicted")
+    images = rows[:] if fits_in_memory(rows.nbytes) else rows
+    return images, predicted
+
+
 def build_pool(
     prepared_dir: Path,
     prepared_sha256: dict[str, str],
@@ -108,51 +169,75 @@ def build_pool(
     """The transfer images for `source` (real | synthetic | mixed), after the class filters; a synthetic-only
     set never opens a real split. Real images are filtered by their label, synthetic ones by the teacher's
     prediction."""
-    parts_x, parts_y, shas = [], [], []
+    parts: dict[int, Images] = {}
+    part_ids, rows, labels, shas = [], [], [], []
     real = 0
+    shape = tuple(load_meta(prepared_dir).input_shape)
     if source in ("real", "mixed"):
-        x, y, true = real_transfer_images(prepared_dir, include_teacher_train, labeled)
+        for split in real_sources(include_teacher_train):
+            loaded = load_split(prepared_dir, split)
+            usable = split == "teacher_train" or labeled  # the teacher's split is labelled by definition
+            keep = torch.arange(len(loaded.y))
+            if exclude or max_per_class:
+                keep = keep[class_filter(loaded.y, exclude, max_per_class)]
+            parts[PARTS.index(split)] = loaded.x
+            part_ids.append(torch.full((len(keep),), PARTS.index(split), dtype=torch.uint8))
+            rows.append(keep)
+            labels.append(loaded.y[keep] if usable else torch.full((len(keep),), UNLABELED, dtype=torch.long))
+            real += len(keep)
         if exclude or max_per_class:
-            keep = class_filter(true, exclude, max_per_class)
-            x, y = x[keep], y[keep]
             shas.append(f"filter-{exclude}-{max_per_class}")
-        parts_x.append(x)
-        parts_y.append(y)
         shas += [prepared_sha256[s] for s in real_sources(include_teacher_train)]
-        real = len(x)
     if source in ("synthetic", "mixed"):
-        stored = load_tensors(synthetic_file)
-        pool = stored["x"]
+        images, predicted = synthetic_images(synthetic_file)
+        keep = torch.arange(len(predicted))
         if exclude or max_per_class:
-            pool = pool[class_filter(stored["predicted"], exclude, max_per_class)]
+            keep = keep[class_filter(predicted, exclude, max_per_class)]
         if source == "mixed":
-            pool = pool[: synthetic_count(len(pool), real, synthetic_share)]
-        parts_x.append(pool)
-        parts_y.append(torch.full((len(pool),), UNLABELED, dtype=torch.long))
-        shas.append("synthetic-" + sha256_tensors({"x": pool}))
-    return TransferPool(torch.cat(parts_x), torch.cat(parts_y), real, ":".join(shas))
+            keep = keep[: synthetic_count(len(keep), real, synthetic_share)]
+        parts[PARTS.index("synthetic")] = images
+        part_ids.append(torch.full((len(keep),), PARTS.index("synthetic"), dtype=torch.uint8))
+        rows.append(keep)
+        labels.append(torch.full((len(keep),), UNLABELED, dtype=torch.long))
+        shas.append("synthetic-" + sha256_tensors({"x": images[keep] if len(keep) else torch.zeros(0)}))
+    part, row = torch.cat(part_ids), torch.cat(rows)
+    return TransferPool(gather(parts, part, row, shape), torch.cat(labels), real, ":".join(shas), part=part, row=row)
 
 
 def save_pool(path: Path, pool: TransferPool, settings: dict[str, Any]) -> None:
-    """`pool.safetensors`: x (N, C, H, W), y (N,), synthetic (N,) bool; the count of real images, the
-    cache key of the images and the transfer settings in its metadata."""
-    synthetic = torch.arange(len(pool.images)) >= pool.real
+    """`pool.safetensors`: part (N,) uint8 and row (N,), where each image is; y (N,); synthetic (N,)
+    bool; the count of real images, the cache key of the images and the transfer settings in its
+    metadata."""
+    synthetic = torch.arange(len(pool.labels)) >= pool.real
     meta = {"real": str(pool.real), "data_sha": pool.data_sha, "settings": json.dumps(settings, sort_keys=True)}
-    save_tensors(path, {"x": pool.images, "y": pool.labels, "synthetic": synthetic}, meta=meta)
+    tensors = {"part": pool.part, "row": pool.row, "y": pool.labels, "synthetic": synthetic}
+    save_tensors(path, tensors, meta=meta)
 
 
-def load_pool(path: Path) -> TransferPool:
-    """The pool build_transfer wrote."""
+def load_pool(path: Path, prepared_dir: Path, synthetic_file: Path) -> TransferPool:
+    """The pool build_transfer wrote, its images read from the prepared splits and the synthetic images."""
     from safetensors import safe_open
 
     stored = load_tensors(path)
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
-    if "real" not in meta or "settings" not in meta:
+    if "real" not in meta or "settings" not in meta or "part" not in stored:
         raise DataError(
-            f"{path}: not a transfer pool (no metadata); rerun build_transfer (dvc repro -f build_transfer)"
+            f"{path}: not a transfer pool of this version (no part or metadata); rerun build_transfer "
+            "(dvc repro -f build_transfer)"
         )
-    return TransferPool(stored["x"], stored["y"], int(meta["real"]), meta["data_sha"], json.loads(meta["settings"]))
+    part, row = stored["part"], stored["row"]
+    parts: dict[int, Images] = {}
+    for k in part.unique().tolist():
+        if PARTS[k] == "synthetic":
+            parts[k] = synthetic_images(synthetic_file)[0]
+        else:
+            parts[k] = load_split(prepared_dir, PARTS[k]).x
+    shape = tuple(load_meta(prepared_dir).input_shape)
+    images = gather(parts, part, row, shape)
+    return TransferPool(
+        images, stored["y"], int(meta["real"]), meta["data_sha"], json.loads(meta["settings"]), part=part, row=row
+    )
 
 
 def calibration_images(pool: TransferPool, wanted: int, key: str) -> torch.Tensor:
@@ -168,10 +253,11 @@ def calibration_images(pool: TransferPool, wanted: int, key: str) -> torch.Tenso
     return pool.images[:wanted]
 
 
-def load_view_set(transfer_dir: Path, fill: torch.Tensor) -> tuple[ViewSet, TransferPool]:
+def load_view_set(transfer_dir: Path, prepared_dir: Path, synthetic_file: Path) -> tuple[ViewSet, TransferPool]:
     """The transfer views from build_transfer (real and/or synthetic images), with the (ensemble)
     teacher's logits on them, and the pool they index."""
-    pool = load_pool(Path(transfer_dir) / POOL_FILE)
+    fill = load_meta(prepared_dir).fill
+    pool = load_pool(Path(transfer_dir) / POOL_FILE, prepared_dir, synthetic_file)
     stored = load_tensors(Path(transfer_dir) / VIEWS_FILE)
     views = Views.from_tensors(stored)
     logits = load_tensors(Path(transfer_dir) / LOGITS_FILE)["logits"]
