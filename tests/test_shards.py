@@ -3,10 +3,12 @@ loaders give whole, whatever the number of decoding workers."""
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -137,3 +139,47 @@ def test_a_broken_image_stops_prepare_in_one_line_from_any_worker(tmp_path: Path
         assert err == [f"kdflow prepare: error: {tmp_path / 'folder/b/29.png'}: not a readable image (no image format "
                        "PIL knows)"], err  # fmt: skip
         assert not (tmp_path / f"w{workers}" / "data/prepared").exists()
+
+
+def test_the_published_test_set_is_the_test_split_whole(tmp_path: Path, capsys) -> None:
+    """IDX data with its own train-* / t10k-* files (MNIST, Fashion-MNIST): with data.published_test the
+    test split is the t10k set, all of it, so figures compare with published ones; the others come from
+    the train files. Wrong sizes and sources without such a set end in one line before any work."""
+    from flows.kdflow import main as kdflow
+    from kdcore.__main__ import main as stage_main
+    from kdcore.data.prepared import load_split
+    from tests.conftest import tiny_raw, write_params
+
+    rng = np.random.default_rng(5)
+    (tmp_path / "idx").mkdir()
+    train = rng.integers(0, 256, (120, 8, 8))
+    t10k = rng.integers(0, 256, (30, 8, 8))
+    write_idx(tmp_path / "idx" / "train-images-idx3-ubyte", train)
+    write_idx(tmp_path / "idx" / "train-labels-idx1-ubyte", np.arange(120) % 3)
+    write_idx(tmp_path / "idx" / "t10k-images-idx3-ubyte.gz", t10k)
+    write_idx(tmp_path / "idx" / "t10k-labels-idx1-ubyte.gz", np.arange(30) % 3)
+    splits = {"teacher_train": 60, "transfer": 40, "test": 30, "validation": 20}
+    raw = tiny_raw(tmp_path / "run", data__source="idx", data__path=str(tmp_path / "idx"), data__splits=splits,
+                   data__published_test=True)  # fmt: skip
+    params = write_params(tmp_path / "params.yaml", raw)
+    assert kdflow(["check", "--params", str(params)]) == 0
+    assert stage_main(["prepare", "--params", str(params)]) == 0
+    test = load_split(tmp_path / "run/data/prepared", "test")
+    meta = json.loads((tmp_path / "run/data/prepared/meta.json").read_text())
+    manifest = pd.read_csv(tmp_path / "run/data/prepared/manifest.csv")
+    ids = manifest.loc[manifest["split"] == "test", "sample_id"].tolist()
+    assert ids == [f"t10k-{i:05d}" for i in range(30)]  # every t10k image, in order, and nothing else
+    published = (torch.from_numpy(t10k).float() / 255 - meta["mean"][0]) / meta["std"][0]
+    assert torch.allclose(test.x[:, 0], published, atol=1e-5)
+    idx = {"data__source": "idx", "data__path": str(tmp_path / "idx"), "data__splits": splits,
+           "data__published_test": True}  # fmt: skip
+    cases = [
+        ({"data__splits": {**splits, "test": 25}}, "data.splits.test: 25, but data.published_test takes", "test: 30"),
+        ({"data__source": "digits", "data__path": None}, "data.published_test: data.source digits", "set it to false"),
+    ]
+    capsys.readouterr()
+    for change, key, fix in cases:
+        params = write_params(tmp_path / "bad.yaml", tiny_raw(tmp_path / "bad", **{**idx, **change}))
+        assert kdflow(["check", "--params", str(params)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and key in err[0] and fix in err[0], err

@@ -30,6 +30,11 @@ class DataConfig(Section):
     image_size: PositiveInt | None = Field(default=None, description="imagefolder: resize to this square size.")
     channels: Literal[1, 3] = Field(default=1, description="imagefolder: 1 (grayscale) or 3 (RGB).")
     splits: SplitSizes
+    published_test: bool = Field(
+        default=False,
+        description="The test split is the source's own test set (IDX `t10k-*` files), whole: figures compare with "
+        "published ones; data.splits.test must equal its size, the other splits come from the rest.",
+    )
     workers: NonNegativeInt = Field(
         default=2, le=64, description="Processes that decode image files for prepare (0: decode in the stage's own)."
     )

@@ -25,6 +25,7 @@ from kdcore.data.sources import (
     _scale,
     _to_nchw,
     load_source,
+    published_rows,
     read_idx,
 )
 from kdcore.errors import DataError
@@ -103,7 +104,9 @@ class IdxReader(SourceReader):
         self.offsets = np.cumsum([0] + [len(x) for x in self.parts])
         self.dtype = torch.uint8 if self.parts[0].dtype == np.uint8 else torch.float32
         index, names = _index_labels(np.concatenate(labels), str(path))
-        self.header = DataHeader(index, names, "image", _sample_shape((1, *self.parts[0].shape[1:])))
+        prefixes = [f.name.split("-images-idx")[0] for f in image_files]
+        test = published_rows(prefixes, [len(x) for x in self.parts])
+        self.header = DataHeader(index, names, "image", _sample_shape((1, *self.parts[0].shape[1:])), test)
         self.where = f"data.path {path}"
 
     def read(self, index: np.ndarray) -> torch.Tensor:

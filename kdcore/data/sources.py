@@ -65,6 +65,20 @@ class DataHeader:
     class_names: list[str]
     kind: str  # "image" | "vector"
     input_shape: tuple[int, int, int] | None  # (C, H, W) of one sample; None where only decoding tells
+    published_test: np.ndarray | None = None  # rows of the source's own test set (IDX `t10k-*` files), if any
+
+
+TEST_PREFIXES = ("t10k", "test")  # IDX files whose prefix starts so hold the published test set (MNIST, Fashion-MNIST)
+
+
+def published_rows(prefixes: list[str], counts: list[int]) -> np.ndarray | None:
+    """The rows of files whose prefix marks the published test set, in the order the files are read."""
+    rows, start = [], 0
+    for prefix, count in zip(prefixes, counts, strict=True):
+        if prefix.startswith(TEST_PREFIXES):
+            rows.append(np.arange(start, start + count))
+        start += count
+    return np.concatenate(rows) if rows else None
 
 
 def _npz_x_shape(path: Path) -> tuple[int, ...]:
@@ -145,10 +159,12 @@ def data_header(source: str, path: Path | None = None, image_size: int | None = 
         files = sorted(p for p in Path(path).glob("*-labels-idx*"))
         if not files:
             raise DataError(f"data.path {path}: no '*-labels-idx*' file found")
-        index, names = _index_labels(np.concatenate([read_idx(f) for f in files]), str(path))
+        parts = [read_idx(f) for f in files]
+        index, names = _index_labels(np.concatenate(parts), str(path))
         images = sorted(p for p in Path(path).glob("*-images-idx*"))
         dims = _idx_dims(images[0]) if images else None
-        return DataHeader(index, names, "image", _sample_shape(dims) if dims else None)
+        test = published_rows([f.name.split("-labels-idx")[0] for f in files], [len(y) for y in parts])
+        return DataHeader(index, names, "image", _sample_shape(dims) if dims else None, test)
     if source == "imagefolder":
         dirs = sorted(p for p in Path(path).iterdir() if p.is_dir() and not p.name.startswith("."))
         if not dirs:

@@ -44,3 +44,35 @@ def stratified_split(labels: torch.Tensor, sizes: dict[str, int], seed: int) -> 
             idx = np.sort(np.concatenate([idx, rest[: size - len(idx)]]))
         out[name] = idx
     return out
+
+
+def published_test_rows(header, published: bool, where: str) -> np.ndarray | None:
+    """The source's own test rows when params ask for them (data.published_test); ConfigError when it has none."""
+    if not published:
+        return None
+    if header.published_test is None:
+        raise ConfigError(
+            f"data.published_test: {where} has no published test set (IDX files named t10k-* or test-*); "
+            "set it to false"
+        )
+    return header.published_test
+
+
+def split_rows(
+    labels: torch.Tensor, sizes: dict[str, int], seed: int, published_test: np.ndarray | None
+) -> dict[str, np.ndarray]:
+    """Sample indices per split: `stratified_split` of all rows, or, with `published_test` (the rows of the
+    source's own test set), that set as the test split whole and the other splits drawn from the rest."""
+    if published_test is None:
+        return stratified_split(labels, sizes, seed)
+    if sizes["test"] != len(published_test):
+        raise ConfigError(
+            f"data.splits.test: {sizes['test']}, but data.published_test takes the source's own test set, which "
+            f"holds {len(published_test)} samples; set data.splits.test: {len(published_test)}"
+        )
+    rest = np.setdiff1d(np.arange(len(labels)), published_test)
+    others = {name: size for name, size in sizes.items() if name != "test"}
+    drawn = stratified_split(labels[torch.from_numpy(rest)], {**others, "test": 0}, seed)
+    out = {name: rest[drawn[name]] for name in others}
+    out["test"] = np.sort(published_test)
+    return {name: out[name] for name in sizes}

@@ -25,7 +25,7 @@ import torch
 from kdcore.artifacts import write_json
 from kdcore.config import Params
 from kdcore.data.sources import DataHeader, data_header
-from kdcore.data.splits import stratified_split
+from kdcore.data.splits import published_test_rows, split_rows
 from kdcore.errors import ConfigError, DataError
 from kdcore.losses.compose import Objective
 from kdcore.models import InputShape, check_weights_file, meta_model, require_file
@@ -47,7 +47,9 @@ def check_against_data(params: Params) -> DataHeader:
                 "distill.omitted_bias: auto chooses the omitted classes' bias on the validation split, but "
                 "data.splits.validation is 0: give it samples, or set the bias (e.g. 3.5) or off"
             )
-    stratified_split(header.labels, cfg.splits.model_dump(), params.seed)
+    where = f"data.path {cfg.path}" if cfg.path else f"data.source {cfg.source}"
+    published = published_test_rows(header, cfg.published_test, where)
+    split_rows(header.labels, cfg.splits.model_dump(), params.seed, published)
     params.check_for_kind(header.kind)
     return header
 

@@ -21,7 +21,7 @@ from kdcore.config import Params
 from kdcore.data.readers import SourceReader, open_source
 from kdcore.data.shards import SHARD_BYTES, ShardWriter
 from kdcore.data.sources import DataHeader
-from kdcore.data.splits import SPLITS, stratified_split
+from kdcore.data.splits import SPLITS, published_test_rows, split_rows
 from kdcore.data.validate import Check, validate_or_fail
 from kdcore.errors import DataError, KdflowError
 
@@ -224,7 +224,7 @@ def run(params: Params) -> None:
     check_learnable(header, reader.ids, where, cfg.validation.min_class_fraction)
     params.check_for_kind(header.kind)
     sizes = cfg.splits.model_dump()
-    index = stratified_split(header.labels, sizes, params.seed)
+    index = split_rows(header.labels, sizes, params.seed, published_test_rows(header, cfg.published_test, where))
     num_classes, shape = len(header.class_names), header.input_shape
     itemsize = torch.empty((), dtype=reader.dtype).element_size()
     chunk = max(1, CHUNK_BYTES // (int(np.prod(shape)) * itemsize))
