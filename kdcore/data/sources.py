@@ -312,29 +312,14 @@ def read_idx(path: Path) -> np.ndarray:
 
 @SOURCES.register("idx")
 def load_idx(path: Path, **_: object) -> RawData:
-    """`path` is a directory of `<prefix>-images-idx3-ubyte[.gz]` / `<prefix>-labels-idx1-ubyte[.gz]` pairs."""
-    path = Path(path)
-    if not path.is_dir():
-        raise DataError(f"data.path {path}: not a directory of IDX files")
-    image_files = sorted(p for p in path.iterdir() if "-images-idx" in p.name)
-    if not image_files:
-        raise DataError(f"data.path {path}: no '*-images-idx*' file found")
-    xs, ys, ids = [], [], []
-    for img_file in image_files:
-        prefix = img_file.name.split("-images-idx")[0]
-        label_files = sorted(path.glob(f"{prefix}-labels-idx*"))
-        if not label_files:
-            raise DataError(f"{img_file}: no matching '{prefix}-labels-idx*' file")
-        x, y = read_idx(img_file), read_idx(label_files[0])
-        if len(x) != len(y):
-            raise DataError(f"{img_file}: {len(x)} images but {label_files[0].name} has {len(y)} labels")
-        xs.append(_to_nchw(x, str(img_file)))
-        ys.append(y)
-        ids += [f"{prefix}-{i:05d}" for i in range(len(y))]
-    if len({x.shape[1:] for x in xs}) > 1:
-        raise DataError(f"data.path {path}: IDX files hold images of different shapes")
-    labels, names = _index_labels(np.concatenate(ys), str(path))
-    return RawData(torch.from_numpy(_scale(np.concatenate(xs), f"data.path {path}")), labels, ids, names)
+    """`path` is a directory of `<prefix>-images-idx3-ubyte[.gz]` / `<prefix>-labels-idx1-ubyte[.gz]` pairs,
+    read whole through the reader prepare streams from (kdcore.data.readers.IdxReader)."""
+    from kdcore.data.readers import IdxReader
+
+    reader = IdxReader(path)
+    x = reader.read(np.arange(len(reader))).permute(0, 3, 1, 2).contiguous()
+    images = x.float() / 255.0 if reader.dtype == torch.uint8 else x.float()
+    return RawData(images, reader.header.labels, reader.ids, reader.header.class_names)
 
 
 @SOURCES.register("imagefolder")
