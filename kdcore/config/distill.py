@@ -35,6 +35,12 @@ class DistillConfig(Section):
         "section 3); auto: chosen on the validation split, shipped only if better there; a number: that bias.",
     )
 
+    topk_rest: Literal["spread", "renormalize"] = Field(
+        default="spread",
+        description="With transfer.cache_topk: the mass the top K leave is spread over the other classes, or the "
+        "top K are renormalised to 1 (kdcore/transfer/soft_labels.py).",
+    )
+
     @model_validator(mode="after")
     def _generations_without_features(self) -> DistillConfig:
         features = [t.name for t in self.terms if t.name in FEATURE_TERMS]

@@ -62,6 +62,11 @@ class TransferConfig(Section):
         default=0.5, ge=0.0, le=1.0, description="Soft-label check: mean max-probability floor."
     )
     ensemble: EnsembleConfig = EnsembleConfig()
+    cache_topk: PositiveInt | None = Field(
+        default=None,
+        description="Keep per view only the teacher's K largest probabilities (fp16) and their classes, in shards "
+        "(kdcore/transfer/soft_labels.py); null: every view's float32 logits in one file.",
+    )
 
     @field_validator("exclude_classes", mode="before")
     @classmethod

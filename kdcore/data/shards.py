@@ -95,7 +95,13 @@ class ShardWriter:
         return self.count
 
 
-DTYPES = {"U8": (np.uint8, torch.uint8), "F32": (np.float32, torch.float32)}
+DTYPES = {
+    "U8": (np.uint8, torch.uint8),
+    "F32": (np.float32, torch.float32),
+    "F16": (np.float16, torch.float16),  # the top-K soft labels (kdcore/transfer/soft_labels.py)
+    "I16": (np.int16, torch.int16),
+}
+SAMPLE_DTYPES = ("U8", "F32")  # what a split's samples are stored as
 
 
 def _tensor_layout(path: Path, key: str) -> tuple[str, tuple[int, ...], int]:
@@ -135,7 +141,7 @@ class ShardedSplit:
                 self.stored, shape, start = _tensor_layout(path, "x")
             except Exception as err:  # safetensors' own error types, a bad header: a damaged or foreign file
                 raise DataError(f"{path}: not a readable shard ({err}); rerun prepare") from None
-            if self.stored not in DTYPES:
+            if self.stored not in SAMPLE_DTYPES:
                 raise DataError(f"{path}: samples of type {self.stored}; a shard holds U8 or F32")
             self.sample_shape = shape[1:]  # (H, W, C)
             self.starts.append(start)
@@ -234,7 +240,7 @@ class FileRows:
                 f"{self.path}: not a readable safetensors file ({err}); rerun the stage that writes it"
             ) from None
         if stored not in DTYPES:
-            raise DataError(f"{self.path}: {key} is of type {stored}; expected U8 or F32")
+            raise DataError(f"{self.path}: {key} is of type {stored}; expected one of {', '.join(DTYPES)}")
         self.np_dtype = DTYPES[stored][0]
         self.shape = torch.Size(shape)
         self.row_bytes = int(np.prod(shape[1:])) * np.dtype(self.np_dtype).itemsize

@@ -47,6 +47,12 @@ def check_against_data(params: Params) -> DataHeader:
                 "distill.omitted_bias: auto chooses the omitted classes' bias on the validation split, but "
                 "data.splits.validation is 0: give it samples, or set the bias (e.g. 3.5) or off"
             )
+    topk = params.transfer.cache_topk
+    if topk is not None and topk > len(header.class_names):
+        raise ConfigError(
+            f"transfer.cache_topk: {topk} is more than the data's {len(header.class_names)} classes; "
+            f"use at most {len(header.class_names)} (all classes, fp16), or null for the exact float32 cache"
+        )
     where = f"data.path {cfg.path}" if cfg.path else f"data.source {cfg.source}"
     published = published_test_rows(header, cfg.published_test, where)
     split_rows(header.labels, cfg.splits.model_dump(), params.seed, published)

@@ -43,7 +43,7 @@ def run(params: Params) -> None:
     device = resolve_device(params.device)
     prepared = load_meta(paths.prepared)
     test = load_split(paths.prepared, "test")
-    views, pool = load_view_set(paths.transfer, paths.prepared, paths.synthetic / SYNTHETIC_FILE)
+    views, pool = load_view_set(paths.transfer, paths.prepared, paths.synthetic / SYNTHETIC_FILE, cfg.topk_rest)
     objective = Objective([t.model_dump(mode="json") for t in cfg.terms], cfg.temperature)
     prepare = None
     if objective.needs_teacher_features:

@@ -105,7 +105,9 @@ def run(params: Params) -> None:
     members = {name: load_model_dir(params.paths.teachers / name)[0] for name in params.teachers}
     teacher = as_one_teacher(members, ensemble.method, ensemble.weights, ensemble.tau)
     teacher_pred = predict_logits(teacher, test.x).argmax(1)
-    views, pool = load_view_set(params.paths.transfer, params.paths.prepared, params.paths.synthetic / SYNTHETIC_FILE)
+    views, pool = load_view_set(
+        params.paths.transfer, params.paths.prepared, params.paths.synthetic / SYNTHETIC_FILE, params.distill.topk_rest
+    )
     calibration = calibration_images(pool, cfg.calibration_samples, "quantize.calibration_samples")
     _, suffix = qat_objective(params)
     rows: dict[str, dict[str, float]] = {}

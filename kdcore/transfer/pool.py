@@ -253,13 +253,25 @@ def calibration_images(pool: TransferPool, wanted: int, key: str) -> torch.Tenso
     return pool.images[:wanted]
 
 
-def load_view_set(transfer_dir: Path, prepared_dir: Path, synthetic_file: Path) -> tuple[ViewSet, TransferPool]:
+def load_view_set(
+    transfer_dir: Path, prepared_dir: Path, synthetic_file: Path, topk_rest: str = "spread"
+) -> tuple[ViewSet, TransferPool]:
     """The transfer views from build_transfer (real and/or synthetic images), with the (ensemble)
-    teacher's logits on them, and the pool they index."""
+    teacher's logits on them, and the pool they index. A top-K cache (transfer.cache_topk) is read as
+    SoftLabels: rows of rebuilt log-probabilities, with the other classes' mass as `topk_rest` says."""
     fill = load_meta(prepared_dir).fill
     pool = load_pool(Path(transfer_dir) / POOL_FILE, prepared_dir, synthetic_file)
     stored = load_tensors(Path(transfer_dir) / VIEWS_FILE)
     views = Views.from_tensors(stored)
-    logits = load_tensors(Path(transfer_dir) / LOGITS_FILE)["logits"]
+    if pool.settings.get("cache_topk") is not None:
+        from kdcore.transfer.soft_labels import SOFT_LABELS_DIR, SoftLabels
+
+        logits = SoftLabels(Path(transfer_dir) / SOFT_LABELS_DIR, topk_rest)
+        if len(logits) != len(views.src):
+            raise DataError(
+                f"{transfer_dir}: {len(logits)} soft labels for {len(views.src)} views; rerun build_transfer"
+            )
+    else:
+        logits = load_tensors(Path(transfer_dir) / LOGITS_FILE)["logits"]
     view_set = ViewSet(pool.images, views.src, views.dx, views.dy, stored["y"], fill, logits, mix=views.mix)
     return view_set, pool
