@@ -18,8 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     parser.add_argument("--teacher", help="train_teacher: only this teacher (default: every teacher, in order)")
     args = parser.parse_args(argv)
+    from kdcore import distributed
     from kdcore.config import load_params
     from kdcore.errors import ConfigError
+    from kdcore.runtime import resolve_device
     from kdcore.stages import get_stage
 
     work = Path(".kdflow")
@@ -29,9 +31,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.teacher is not None and args.stage != "train_teacher":
             raise ConfigError(f"--teacher applies to train_teacher only, not {args.stage}")
         options = {"teacher": args.teacher} if args.stage == "train_teacher" else {}
+        many = args.stage in distributed.STAGES and params.distributed.processes > 1
+        if many and not distributed.launched():
+            return distributed.relaunch(params.distributed, sys.argv[1:] if argv is None else argv)
+        if many:
+            device = distributed.local_device(resolve_device(params.device))
+            params = params.model_copy(update={"device": str(device)})
+            distributed.init(device)
         get_stage(args.stage)(params, **options)
     except KdflowError as err:
-        print(f"kdflow {args.stage}: error: {err}", file=sys.stderr)
+        where = f" (rank {distributed.rank()})" if distributed.rank() else ""
+        print(f"kdflow {args.stage}{where}: error: {err}", file=sys.stderr)
         return err.exit_code
     except Exception as err:  # noqa: BLE001 - not a case kdflow knows: one line here, the traceback in a file
         saved = save_traceback(work, args.stage)
@@ -41,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        distributed.shutdown()
     return 0
 
 

@@ -88,7 +88,11 @@ def fingerprint(*parts: Any) -> str:
 
 def training_checkpoint(work: Path, stage: str, seed: int, *parts: Any) -> TrainingCheckpoint:
     """The resume checkpoint of one training run of `stage`, under `work`/checkpoints/, keyed by
-    everything the run depends on."""
+    everything the run depends on, the number of training processes included (kdcore/distributed.py)."""
+    from kdcore.distributed import world_size
+
+    if world_size() > 1:
+        parts = (*parts, {"world_size": world_size()})
     return TrainingCheckpoint(Path(work) / "checkpoints" / stage, fingerprint(stage, seed, *parts))
 
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from kdcore import distributed
 from kdcore.checkpoint import TrainingCheckpoint
 from kdcore.config import TrainConfig
 from kdcore.data.prepared import Split
@@ -51,11 +52,17 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.y)
 
-    def batch(self, idx: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def batch(
+        self, idx: torch.Tensor, generator: torch.Generator, part: slice | None = None
+    ) -> dict[str, torch.Tensor]:
+        """`part`: only these samples of the batch (one rank's), shifted as in the whole batch."""
+        whole = len(idx)
+        part = part if part is not None else slice(None)
+        idx = idx[part]
         x = self.x[idx]
         if self.shift:
-            dx, dy = random_shifts(len(idx), self.shift, generator)
-            x = shift_images(x, dx, dy, self.fill)
+            dx, dy = random_shifts(whole, self.shift, generator)  # drawn for the whole batch: the same stream
+            x = shift_images(x, dx[part], dy[part], self.fill)
         return {"x": x, "y": self.y[idx]}
 
 
@@ -83,7 +90,11 @@ class ViewSet:
     def views(self) -> Views:
         return Views(self.src, self.dx, self.dy, self.mix)
 
-    def batch(self, idx: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def batch(
+        self, idx: torch.Tensor, generator: torch.Generator, part: slice | None = None
+    ) -> dict[str, torch.Tensor]:
+        if part is not None:
+            idx = idx[part]
         out = {"x": self.views.render(self.x, idx, self.fill), "y": self.y[idx]}
         if self.teacher_logits is not None:
             out["teacher_logits"] = self.teacher_logits[idx]
@@ -152,24 +163,29 @@ def fit(
     after epoch e continues exactly as the uninterrupted run would.
     """
     model.to(device)
+    writer = distributed.is_writer()
     n = len(train_set)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     optimizer = make_optimizer(model, cfg)
     schedule = make_schedule(optimizer, cfg, cfg.epochs * steps_per_epoch)
     history: list[dict[str, float]] = []
     start_epoch = 0
-    if checkpoint is not None and (state := checkpoint.load(model)) is not None:
+    state = checkpoint.load(model) if checkpoint is not None and writer else None
+    if (state := distributed.from_writer(state)) is not None:  # the other ranks get rank 0's weights from DDP
         model.to(device)
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         torch.set_rng_state(state["rng"])
         history = list(state["history"])
         start_epoch = int(state["epoch"]) + 1
-        print(
-            f"{desc}: resuming after epoch {start_epoch} of {cfg.epochs} from {checkpoint.directory}", file=sys.stderr
-        )
+        if writer:
+            print(
+                f"{desc}: resuming after epoch {start_epoch} of {cfg.epochs} from {checkpoint.directory}",
+                file=sys.stderr,
+            )
+    net = distributed.wrap(model, device)  # the model itself in one process
 
-    live = _LiveLog(live_dir)
+    live = _LiveLog(live_dir if writer else None)
     for record in history:
         live.log(record)
     bar = tqdm(
@@ -180,6 +196,7 @@ def fit(
         file=sys.stderr,
         mininterval=1.0,
         dynamic_ncols=True,
+        **({} if writer else {"disable": True}),  # one bar, rank 0's
     )
     try:
         for epoch in range(start_epoch, cfg.epochs):
@@ -190,22 +207,29 @@ def fit(
             correct = seen = 0
             model.train()
             for first in range(0, n, cfg.batch_size):
-                batch = train_set.batch(order[first : first + cfg.batch_size], generator)
+                idx = order[first : first + cfg.batch_size]
+                if distributed.world_size() > 1:  # this rank's part of the batch, its loss scaled by its share
+                    part, scale = distributed.part_of_batch(len(idx))
+                    batch = train_set.batch(idx, generator, part=part)
+                else:
+                    batch, scale = train_set.batch(idx, generator), 1.0
                 batch = {k: v.to(device) for k, v in batch.items()}
-                logits = model(batch["x"])  # (batch, classes)
+                logits = net(batch["x"])  # (batch, classes)
                 terms = loss_fn(logits, batch)
                 optimizer.zero_grad(set_to_none=True)
-                terms.total.backward()
+                (terms.total * scale if scale != 1.0 else terms.total).backward()
                 optimizer.step()
                 schedule.step()
-                size = len(batch["x"])
+                size = len(batch["x"]) if scale else 0
                 sums["loss"] = sums.get("loss", 0.0) + terms.total.item() * size
                 for name, part in terms.parts.items():
                     sums[f"loss_{name}"] = sums.get(f"loss_{name}", 0.0) + part.item() * size
-                labeled = batch["y"] >= 0
+                labeled = (batch["y"] >= 0) & (scale > 0)
                 correct += int((logits.argmax(1)[labeled] == batch["y"][labeled]).sum())
                 seen += int(labeled.sum())
                 bar.update(1)
+            sums = distributed.sum_over_ranks({**sums, "_correct": correct, "_seen": seen})
+            correct, seen = int(sums.pop("_correct")), int(sums.pop("_seen"))
             record = {"epoch": float(epoch + 1)}
             record.update({f"train/{k}": v / n for k, v in sums.items()})
             if seen:
@@ -221,7 +245,7 @@ def fit(
                 loss=f"{record['train/loss']:.4f}",
                 **({"eval_acc": f"{record['eval/accuracy']:.4f}"} if eval_set is not None else {}),
             )
-            if checkpoint is not None:
+            if checkpoint is not None and writer:
                 checkpoint.save(
                     model,
                     {

@@ -34,6 +34,23 @@ class OrchestrationConfig(Section):
     )
 
 
+class DistributedConfig(Section):
+    """Training on several processes and machines through torchrun (kdcore/distributed.py)."""
+
+    nproc_per_node: PositiveInt = Field(
+        default=1, le=256, description="Training processes on each machine (GPUs: one per GPU); 1: no torchrun."
+    )
+    nnodes: PositiveInt = Field(default=1, le=4096, description="Machines; each runs the same stage command.")
+    master_addr: str = Field(
+        default="127.0.0.1", min_length=1, description="nnodes > 1: the address of the machine of rank 0."
+    )
+    master_port: int = Field(default=29500, ge=1024, le=65535, description="nnodes > 1: rank 0's port.")
+
+    @property
+    def processes(self) -> int:
+        return self.nproc_per_node * self.nnodes
+
+
 class Paths(Section):
     prepared: FilePath = Path("data/prepared")
     teachers: FilePath = Field(default=Path("models/teachers"), description="One directory per teacher, by name.")
@@ -73,6 +90,7 @@ class Params(Section):
     export: ExportConfig = ExportConfig()
     quantize: QuantizeConfig = QuantizeConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
+    distributed: DistributedConfig = DistributedConfig()
 
     @field_validator("teachers")
     @classmethod

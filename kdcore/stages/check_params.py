@@ -77,7 +77,13 @@ def check_onnx_teacher(name: str, path, input_shape: InputShape, num_classes: in
 
 def check_against_models(params: Params, header: DataHeader) -> None:
     """The checks of params that need the architectures, built on the meta device."""
-    resolve_device(params.device)
+    device = resolve_device(params.device)
+    gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+    if device.type == "cuda" and params.distributed.nproc_per_node > gpus:
+        raise ConfigError(
+            f"distributed.nproc_per_node: {params.distributed.nproc_per_node} processes, one per GPU, but this "
+            f"machine has {gpus} GPU(s)"
+        )
     if header.input_shape is None:
         return  # only decoding the data tells the shape: prepare checks it, the stages check the rest
     shape, classes = header.input_shape, len(header.class_names)

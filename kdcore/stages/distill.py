@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from kdcore import distributed
 from kdcore.artifacts import replaced_together
 from kdcore.checkpoint import load_model_dir, save_model_dir, training_checkpoint
 from kdcore.config import Params
@@ -63,7 +64,7 @@ def run(params: Params) -> None:
     checkpoints = []
     model = None
     # the model and its git-tracked training logs are replaced together, or neither is (a full disk)
-    with replaced_together(paths.student_kd, paths.live / "student_kd") as (model_dir, live_dir):
+    with distributed.outputs(replaced_together, paths.student_kd, paths.live / "student_kd") as (model_dir, live_dir):
         for g in range(1, cfg.generations + 1):
             if g > 1:
                 views.teacher_logits = teacher_logits_on_views(model, views.x, views.views, views.fill, device)
@@ -95,6 +96,8 @@ def run(params: Params) -> None:
             generations.append({"generation": g, "eval_accuracy": accuracy})
             if cfg.generations > 1:
                 print(f"distill: generation {g} of {cfg.generations}: eval accuracy {accuracy:.4f}")
+        if not distributed.is_writer():
+            return  # rank 0 writes
         write_training_time(paths.metrics, "student_kd", histories)
         correction = correct_omitted(
             model, prepared, paths.prepared, pool.settings.get("exclude_classes", []), cfg.omitted_bias, device

@@ -10,6 +10,7 @@ prepared splits, never build_transfer's outputs.
 
 from __future__ import annotations
 
+from kdcore import distributed
 from kdcore.artifacts import replaced_together
 from kdcore.checkpoint import save_model_dir, training_checkpoint
 from kdcore.config import Params
@@ -47,7 +48,8 @@ def run(params: Params) -> None:
         paths.work, "train_student_scratch", params.seed, student, config, prepared.meta["sha256"], len(views)
     )
     # the model and its git-tracked training logs are replaced together, or neither is (a full disk)
-    with replaced_together(paths.student_scratch, paths.live / "student_scratch") as (model_dir, live_dir):
+    live = paths.live / "student_scratch"
+    with distributed.outputs(replaced_together, paths.student_scratch, live) as (model_dir, live_dir):
         model, history = train_student(
             student.model,
             student.train,
@@ -62,6 +64,8 @@ def run(params: Params) -> None:
             live_dir=live_dir,
             desc="student_scratch",
         )
+        if not distributed.is_writer():
+            return  # rank 0 writes
         write_training_time(paths.metrics, "student_scratch", [history])
         transfer = {k: v for k, v in cfg.model_dump(mode="json").items() if k in SCRATCH_TRANSFER_KEYS}
         save_model_dir(

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from kdcore import distributed
 from kdcore.artifacts import replaced_together, save_with, sha256_file, write_json
 from kdcore.checkpoint import META, ONNX, save_model_dir, training_checkpoint
 from kdcore.config import Params, TeacherConfig
@@ -53,7 +54,8 @@ def train_one(params: Params, name: str) -> None:
     )
     out = params.paths.teachers / name
     # the model and its git-tracked training logs are replaced together, or neither is (a full disk)
-    with replaced_together(out, params.paths.live / "teachers" / name) as (model_dir, live_dir):
+    live = params.paths.live / "teachers" / name
+    with distributed.outputs(replaced_together, out, live) as (model_dir, live_dir):
         history = fit(
             model,
             ImageSet(x, y, prepared.fill, shift=cfg.train.shift),
@@ -66,6 +68,8 @@ def train_one(params: Params, name: str) -> None:
             eval_set=(test.x, test.y),
             desc=f"teacher {name}",
         )
+        if not distributed.is_writer():
+            return  # rank 0 writes
         write_training_time(params.paths.metrics, f"teacher_{name}", [history])
         save_model_dir(
             model_dir,
