@@ -27,7 +27,7 @@ from kdcore.inference import predict_logits
 from kdcore.losses import LossTerms
 from kdcore.models import build_model
 from kdcore.runtime import seed_everything
-from kdcore.transfer.views import ViewMix, Views
+from kdcore.transfer.views import ViewCrop, ViewMix, Views
 
 LossFn = Callable[[torch.Tensor, dict[str, torch.Tensor]], LossTerms]
 
@@ -82,13 +82,14 @@ class ViewSet:
     teacher_logits: torch.Tensor | None = None  # (V, classes)
     extras: dict[str, torch.Tensor] = field(default_factory=dict)  # per-view tensors, e.g. teacher features
     mix: ViewMix | None = None  # mixup / cutmix partners of the views
+    crop: ViewCrop | None = None  # random resized crops and flips of the views (natural images)
 
     def __len__(self) -> int:
         return len(self.src)
 
     @property
     def views(self) -> Views:
-        return Views(self.src, self.dx, self.dy, self.mix)
+        return Views(self.src, self.dx, self.dy, self.mix, self.crop)
 
     def batch(
         self, idx: torch.Tensor, generator: torch.Generator, part: slice | None = None

@@ -154,10 +154,12 @@ class Params(Section):
             wrong.append("transfer.shift")
         if self.transfer.mix in ("cutmix", "both"):
             wrong.append("transfer.mix (cutmix)")
+        if self.transfer.augment == "crop":
+            wrong.append("transfer.augment (crop)")
         if wrong:
             raise ConfigError(
                 f"data.path {self.data.path} holds (N, D) vectors, which have no pixels to shift or cut: "
-                f"set {', '.join(wrong)} to 0 / none (mixup views work for vectors)"
+                f"set {', '.join(wrong)} to 0 / none / shift (mixup views work for vectors)"
             )
 
     def teacher_seed(self, name: str) -> int:

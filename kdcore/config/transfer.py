@@ -47,6 +47,19 @@ class TransferConfig(Section):
     )
     views: PositiveInt = Field(default=1, le=256, description="Views per sample; view 0 is the image itself.")
     shift: NonNegativeInt = Field(default=2, le=8, description="Views 1.. are random shifts of up to this many pixels.")
+    augment: Literal["auto", "shift", "crop"] = Field(
+        default="auto",
+        description="What views 1.. are: shift (random shifts, for digits and other small grayscale images) | crop "
+        "(random resized crops and flips, for natural images) | auto: crop for 3-channel images or sides of 64 "
+        "pixels or more, shift otherwise.",
+    )
+    crop_scale: tuple[float, float] = Field(
+        default=(0.35, 1.0), description="augment=crop: the crop's share of the image's area, drawn from this range."
+    )
+    crop_ratio: tuple[float, float] = Field(
+        default=(0.75, 4 / 3), description="augment=crop: the crop's aspect ratio (width / height), log-uniform."
+    )
+    flip: bool = Field(default=True, description="augment=crop: flip half the cropped views horizontally.")
     mix: Literal["none", "mixup", "cutmix", "both"] = Field(
         default="none", description="Mix a second image into views 1..: mixup, cutmix or both (function matching)."
     )
@@ -67,6 +80,23 @@ class TransferConfig(Section):
         description="Keep per view only the teacher's K largest probabilities (fp16) and their classes, in shards "
         "(kdcore/transfer/soft_labels.py); null: every view's float32 logits in one file.",
     )
+
+    @field_validator("crop_scale", "crop_ratio")
+    @classmethod
+    def _ordered_range(cls, value: tuple[float, float], info) -> tuple[float, float]:
+        low, high = value
+        top = 1.0 if info.field_name == "crop_scale" else 10.0
+        if not 0 < low <= high <= top:
+            raise ValueError(f"needs 0 < low <= high <= {top:g}, got [{low}, {high}]")
+        return value
+
+    def crop_for(self, input_shape: tuple[int, ...]) -> tuple[tuple[float, float], tuple[float, float], bool] | None:
+        """(scale, ratio, flip) of the crop views for samples of `input_shape`, or None for shifted views."""
+        image = len(input_shape) == 3
+        natural = image and (input_shape[0] == 3 or min(input_shape[1:]) >= 64)
+        if self.augment == "crop" or (self.augment == "auto" and natural):
+            return (self.crop_scale, self.crop_ratio, self.flip) if image else None
+        return None
 
     @field_validator("exclude_classes", mode="before")
     @classmethod

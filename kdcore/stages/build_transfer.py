@@ -198,8 +198,9 @@ def run(params: Params) -> None:
         raise DataError(f"transfer.source={cfg.source!r}: the transfer set is empty; synth.images must be at least 1")
     images = pool.images
     views = make_views(
-        len(images), cfg.views, cfg.shift, params.seed, cfg.mix, cfg.mix_share, cfg.mix_alpha, images.shape[-2:]
-    )
+        len(images), cfg.views, cfg.shift, params.seed, cfg.mix, cfg.mix_share, cfg.mix_alpha, images.shape[-2:],
+        crop=cfg.crop_for(prepared.input_shape),
+    )  # fmt: skip
     view_labels = pool.labels[views.src]
     if views.mix is not None:  # a mixed view has no hard label: its target is the teacher's output on it
         view_labels = torch.where(views.mix.partner >= 0, UNLABELED, view_labels)

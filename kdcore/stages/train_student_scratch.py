@@ -21,7 +21,7 @@ from kdcore.models import count_params
 from kdcore.runtime import resolve_device
 from kdcore.training import ViewSet, train_student
 from kdcore.transfer.pool import class_filter, excluded_indices, real_transfer_images
-from kdcore.transfer.views import make_views
+from kdcore.transfer.views import ViewCrop, make_views
 
 # what it reads of params.transfer
 SCRATCH_TRANSFER_KEYS = ("views", "shift", "include_teacher_train", "labeled", "exclude_classes", "max_per_class")
@@ -37,11 +37,13 @@ def run(params: Params) -> None:
             true, excluded_indices(prepared.meta["class_names"], cfg.exclude_classes), cfg.max_per_class
         )
         images, labels = take(images, keep), labels[keep]
-    made = make_views(len(images), cfg.views, cfg.shift, params.seed)
+    made = make_views(len(images), cfg.views, cfg.shift, params.seed, crop=cfg.crop_for(prepared.input_shape))
     labeled = labels[made.src] >= 0  # only views whose sample carries a label: nothing else to learn from
+    crop = ViewCrop(made.crop.crop[labeled], made.crop.flip[labeled]) if made.crop is not None else None
     views = ViewSet(
-        images, made.src[labeled], made.dx[labeled], made.dy[labeled], labels[made.src][labeled], prepared.fill
-    )
+        images, made.src[labeled], made.dx[labeled], made.dy[labeled], labels[made.src][labeled], prepared.fill,
+        crop=crop,
+    )  # fmt: skip
     config = {"loss": "ce"}
     samples = int((labels >= 0).sum())  # the labelled real images it learns from
     checkpoint = training_checkpoint(

@@ -273,5 +273,7 @@ def load_view_set(
             )
     else:
         logits = load_tensors(Path(transfer_dir) / LOGITS_FILE)["logits"]
-    view_set = ViewSet(pool.images, views.src, views.dx, views.dy, stored["y"], fill, logits, mix=views.mix)
+    view_set = ViewSet(
+        pool.images, views.src, views.dx, views.dy, stored["y"], fill, logits, mix=views.mix, crop=views.crop
+    )
     return view_set, pool

@@ -1,7 +1,10 @@
 """Views of the transfer set and the teacher's cached outputs on them.
 
 A view is (source sample, dx, dy). View 0 of every sample is the sample itself; views 1..K-1 are
-random shifts of up to `shift` pixels, the jitter of Hinton et al. (2015). The teacher runs once
+random shifts of up to `shift` pixels, the jitter of Hinton et al. (2015), or, for natural images
+(`transfer.augment`), random resized crops and horizontal flips (the "inception crop" of Beyer et
+al. 2022, "Knowledge distillation: a good teacher is patient and consistent", and of FKD), each
+view's box and flip drawn from the seed and stored with the views. The teacher runs once
 over all views; its logits are cached on disk under a key made of the teacher's and the data's
 hashes, so no later step re-runs the teacher.
 """
@@ -56,30 +59,85 @@ class ViewMix:
 
 
 @dataclass(frozen=True)
+class ViewCrop:
+    """Per view, a box of the image resized back to the image's size (bilinear, one sample at each output
+    pixel's centre: the whole-image box gives the image back exactly), and a horizontal flip."""
+
+    crop: torch.Tensor  # (V, 4) float32: top, left, height, width as fractions of the image
+    flip: torch.Tensor  # (V,) bool
+
+    def apply(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, H, W) source images of the views at `index` -> the views."""
+        from torchvision.ops import roi_align
+
+        h, w = x.shape[-2:]
+        top, left, height, width = self.crop[index].double().unbind(1)
+        boxes = torch.stack(
+            [torch.arange(len(x), dtype=torch.float64), left * w, top * h, (left + width) * w, (top + height) * h], 1
+        ).to(x.dtype)  # (B, 5): image, x1, y1, x2, y2 in pixels
+        out = roi_align(x, boxes, output_size=(h, w), spatial_scale=1.0, sampling_ratio=1, aligned=True)
+        return torch.where(self.flip[index].view(-1, 1, 1, 1), out.flip(-1), out)
+
+    def as_tensors(self) -> dict[str, torch.Tensor]:
+        return {"crop": self.crop, "flip": self.flip}
+
+
+def crop_views(
+    views: int, first: torch.Tensor, scale: tuple[float, float], ratio: tuple[float, float], flip: bool, seed: int
+) -> ViewCrop:
+    """Random resized crops (RandomResizedCrop's draw: an area share in `scale`, an aspect ratio in
+    `ratio`, log-uniform; a box that does not fit is shrunk to fit) and flips with probability 1/2;
+    the views at `first` (each sample's first) are the whole image, unflipped."""
+    rng = np.random.default_rng(seed + 9_999)  # a stream of its own
+    area = rng.uniform(scale[0], scale[1], views)
+    aspect = np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1]), views))  # width / height
+    width = np.minimum(np.sqrt(area * aspect), 1.0)
+    height = np.minimum(np.sqrt(area / aspect), 1.0)
+    top = rng.uniform(0.0, 1.0, views) * (1.0 - height)
+    left = rng.uniform(0.0, 1.0, views) * (1.0 - width)
+    flips = rng.random(views) < 0.5 if flip else np.zeros(views, dtype=bool)
+    crop = torch.from_numpy(np.stack([top, left, height, width], 1)).float()
+    flips = torch.from_numpy(flips)
+    crop[first] = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    flips[first] = False
+    return ViewCrop(crop, flips)
+
+
+@dataclass(frozen=True)
 class Views:
     src: torch.Tensor  # (V,) index into the transfer images
     dx: torch.Tensor  # (V,)
     dy: torch.Tensor  # (V,)
     mix: ViewMix | None = None
+    crop: ViewCrop | None = None  # crops and flips in place of shifts (dx, dy are 0)
 
     def as_tensors(self) -> dict[str, torch.Tensor]:
-        return {"src": self.src, "dx": self.dx, "dy": self.dy, **(self.mix.as_tensors() if self.mix else {})}
+        return {
+            "src": self.src, "dx": self.dx, "dy": self.dy,
+            **(self.mix.as_tensors() if self.mix else {}), **(self.crop.as_tensors() if self.crop else {}),
+        }  # fmt: skip
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> Views:
         mix = ViewMix(tensors["partner"], tensors["lam"], tensors["box"]) if "partner" in tensors else None
-        return cls(tensors["src"], tensors["dx"], tensors["dy"], mix)
+        crop = ViewCrop(tensors["crop"], tensors["flip"].bool()) if "crop" in tensors else None
+        return cls(tensors["src"], tensors["dx"], tensors["dy"], mix, crop)
+
+    def _geometry(self, x: torch.Tensor, index: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+        if self.crop is not None:
+            return self.crop.apply(x, index)
+        return shift_images(x, self.dx[index], self.dy[index], fill)
 
     def render(self, images: torch.Tensor, index: torch.Tensor | slice, fill: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W): the views at `index`, shifted and, where the view says so, mixed."""
+        """(B, C, H, W): the views at `index`, shifted (or cropped and flipped) and, where the view says so,
+        mixed with its partner, which is moved the same way."""
         if isinstance(index, slice):
             index = torch.arange(len(self.src))[index]
-        dx, dy = self.dx[index], self.dy[index]
-        x = shift_images(images[self.src[index]], dx, dy, fill)
+        x = self._geometry(images[self.src[index]], index, fill)
         if self.mix is None:
             return x
         partner = self.mix.partner[index].clamp_min(0)
-        return self.mix.apply(x, shift_images(images[partner], dx, dy, fill), index)
+        return self.mix.apply(x, self._geometry(images[partner], index, fill), index)
 
 
 def mix_views(
@@ -115,17 +173,20 @@ def make_views(
     mix_share: float = 0.0,
     mix_alpha: float = 1.0,
     image_hw: tuple[int, int] = (0, 0),
+    crop: tuple[tuple[float, float], tuple[float, float], bool] | None = None,
 ) -> Views:
-    """`views_per_sample` views of each sample, sample-major; view 0 unshifted and unmixed. Same
-    seed, same views."""
+    """`views_per_sample` views of each sample, sample-major; view 0 unshifted and unmixed. `crop`:
+    (scale, ratio, flip) of random resized crops in place of the shifts. Same seed, same views."""
     generator = torch.Generator().manual_seed(seed)
     src = torch.arange(num_samples).repeat_interleave(views_per_sample)
-    dx, dy = random_shifts(len(src), max_shift, generator)
+    dx, dy = random_shifts(len(src), max_shift if crop is None else 0, generator)
     first = torch.arange(0, len(src), views_per_sample)
     dx[first], dy[first] = 0, 0
-    if mix == "none" or mix_share == 0:
-        return Views(src, dx, dy)
-    return Views(src, dx, dy, mix_views(num_samples, src, first, image_hw, mix, mix_share, mix_alpha, seed))
+    crops = crop_views(len(src), first, *crop, seed) if crop is not None else None
+    mixed = None
+    if mix != "none" and mix_share > 0:
+        mixed = mix_views(num_samples, src, first, image_hw, mix, mix_share, mix_alpha, seed)
+    return Views(src, dx, dy, mixed, crops)
 
 
 def cache_key(teacher_sha256: str, data_sha256: str, views: Views) -> str:
