@@ -136,8 +136,13 @@ class Views:
         x = self._geometry(images[self.src[index]], index, fill)
         if self.mix is None:
             return x
-        partner = self.mix.partner[index].clamp_min(0)
-        return self.mix.apply(x, self._geometry(images[partner], index, fill), index)
+        mixed = (self.mix.partner[index] >= 0).nonzero().flatten()
+        if len(mixed) == 0:
+            return x
+        sub = index[mixed]  # only the mixed views' partners are read, rendered and blended
+        partner_x = self._geometry(images[self.mix.partner[sub]], sub, fill)
+        x[mixed] = self.mix.apply(x[mixed], partner_x, sub)  # x is this call's own tensor
+        return x
 
 
 def mix_views(
