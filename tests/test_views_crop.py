@@ -57,7 +57,7 @@ def test_auto_crops_natural_images_and_shifts_small_grayscale_ones() -> None:
     assert TransferConfig(augment="shift").crop_for((3, 224, 224)) is None
     assert TransferConfig(augment="crop").crop_for((1, 8, 8)) is not None
     with pytest.raises(ValueError, match="crop_scale"):
-        TransferConfig(crop_scale=(0.5, 0.2))
+        TransferConfig(crop_scale=[0.5, 0.2])
 
 
 def test_vectors_refuse_crops(tiny_run: Path, tmp_path: Path) -> None:

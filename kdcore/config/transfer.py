@@ -53,11 +53,17 @@ class TransferConfig(Section):
         "(random resized crops and flips, for natural images) | auto: crop for 3-channel images or sides of 64 "
         "pixels or more, shift otherwise.",
     )
-    crop_scale: tuple[float, float] = Field(
-        default=(0.35, 1.0), description="augment=crop: the crop's share of the image's area, drawn from this range."
+    crop_scale: list[float] = Field(
+        default=[0.35, 1.0],
+        min_length=2,
+        max_length=2,
+        description="augment=crop: [low, high] of the crop's share of the image's area, uniform.",
     )
-    crop_ratio: tuple[float, float] = Field(
-        default=(0.75, 4 / 3), description="augment=crop: the crop's aspect ratio (width / height), log-uniform."
+    crop_ratio: list[float] = Field(
+        default=[0.75, 4 / 3],
+        min_length=2,
+        max_length=2,
+        description="augment=crop: [low, high] of the crop's aspect ratio (width / height), log-uniform.",
     )
     flip: bool = Field(default=True, description="augment=crop: flip half the cropped views horizontally.")
     mix: Literal["none", "mixup", "cutmix", "both"] = Field(
@@ -83,7 +89,7 @@ class TransferConfig(Section):
 
     @field_validator("crop_scale", "crop_ratio")
     @classmethod
-    def _ordered_range(cls, value: tuple[float, float], info) -> tuple[float, float]:
+    def _ordered_range(cls, value: list[float], info) -> list[float]:
         low, high = value
         top = 1.0 if info.field_name == "crop_scale" else 10.0
         if not 0 < low <= high <= top:
@@ -95,7 +101,7 @@ class TransferConfig(Section):
         image = len(input_shape) == 3
         natural = image and (input_shape[0] == 3 or min(input_shape[1:]) >= 64)
         if self.augment == "crop" or (self.augment == "auto" and natural):
-            return (self.crop_scale, self.crop_ratio, self.flip) if image else None
+            return (tuple(self.crop_scale), tuple(self.crop_ratio), self.flip) if image else None
         return None
 
     @field_validator("exclude_classes", mode="before")
