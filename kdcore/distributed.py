@@ -118,12 +118,13 @@ def local_device(device: torch.device) -> torch.device:
     return device
 
 
-def part_of_batch(batch_size: int) -> tuple[slice, float]:
+def part_of_batch(batch_size: int, me: int | None = None, size: int | None = None) -> tuple[slice, float]:
     """This rank's part of a global batch of `batch_size` samples, and the factor that makes the ranks'
     averaged gradient the whole batch's: (part size x world size) / batch size. Parts differ by at most
     one sample. A rank left without samples (a last batch smaller than the world) takes the batch's
-    first sample with factor 0."""
-    size, me = world_size(), rank()
+    first sample with factor 0. `me` and `size` default to this process's rank and world size."""
+    size = world_size() if size is None else size
+    me = rank() if me is None else me
     if size == 1:
         return slice(0, batch_size), 1.0
     base, extra = divmod(batch_size, size)

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -19,6 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from kdcore import distributed
+from kdcore.batches import EpochBatches, epoch_batches
 from kdcore.checkpoint import TrainingCheckpoint
 from kdcore.config import TrainConfig
 from kdcore.data.prepared import Split
@@ -157,11 +159,14 @@ def fit(
     live_dir: Path | None = None,
     eval_set: tuple[torch.Tensor, torch.Tensor] | None = None,
     desc: str = "train",
+    workers: int = 0,
 ) -> list[dict[str, float]]:
     """Trains `model` in place for cfg.epochs; returns one metrics record per epoch.
 
-    The sample order of epoch e depends only on (seed, e), so a run resumed from its checkpoint
-    after epoch e continues exactly as the uninterrupted run would.
+    The sample order of epoch e depends only on (seed, e), and each batch's randomness only on (seed, e,
+    batch number) (kdcore/batches.py), so a run resumed from its checkpoint after epoch e continues
+    exactly as the uninterrupted run would, and `workers` processes reading data from disk change nothing
+    but the time.
     """
     model.to(device)
     writer = distributed.is_writer()
@@ -202,18 +207,15 @@ def fit(
     try:
         for epoch in range(start_epoch, cfg.epochs):
             started = time.perf_counter()
-            generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-            order = torch.randperm(n, generator=generator)
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
             sums: dict[str, float] = {}
             correct = seen = 0
             model.train()
-            for first in range(0, n, cfg.batch_size):
-                idx = order[first : first + cfg.batch_size]
-                if distributed.world_size() > 1:  # this rank's part of the batch, its loss scaled by its share
-                    part, scale = distributed.part_of_batch(len(idx))
-                    batch = train_set.batch(idx, generator, part=part)
-                else:
-                    batch, scale = train_set.batch(idx, generator), 1.0
+            parts = None
+            if distributed.world_size() > 1:  # this rank's part of each batch, its loss scaled by its share
+                parts = partial(distributed.part_of_batch, me=distributed.rank(), size=distributed.world_size())
+            batches = EpochBatches(train_set, order, cfg.batch_size, seed, epoch, parts)
+            for batch, scale in epoch_batches(batches, workers):
                 batch = {k: v.to(device) for k, v in batch.items()}
                 logits = net(batch["x"])  # (batch, classes)
                 terms = loss_fn(logits, batch)
@@ -279,6 +281,7 @@ def train_student(
     live_dir: Path | None,
     desc: str,
     prepare: Callable[[nn.Module], nn.Module] | None = None,
+    workers: int = 0,
 ) -> tuple[nn.Module, list[dict[str, float]]]:
     """Trains a fresh student of `spec` (a config.ModelSpec) on `view_set` with `loss_fn`, evaluated on
     `test` each epoch; returns it (on the CPU, in eval mode) and its history.
@@ -300,5 +303,6 @@ def train_student(
         live_dir=live_dir,
         eval_set=(test.x, test.y),
         desc=desc,
+        workers=workers,
     )
     return model.cpu().eval(), history

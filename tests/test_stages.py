@@ -286,8 +286,9 @@ def test_the_scratch_baseline_leaves_out_the_classes_the_distilled_student_never
 def test_data_read_on_demand_gives_the_same_models_as_data_in_memory(
     tiny_run: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    """Every split and the synthetic pool read from disk batch by batch (as data larger than memory is)
-    train the same teacher and students, byte for byte, as the same data held in memory."""
+    """Every split and the synthetic pool read from disk batch by batch (as data larger than memory is),
+    the training batches by the default 2 DataLoader workers, train the same teacher and students, byte
+    for byte, as the same data held in memory and batched in the stage's process."""
     import kdcore.data.prepared
     from kdcore.artifacts import sha256_file
     from kdcore.data.prepared import SplitImages, load_split

@@ -36,7 +36,10 @@ class DataConfig(Section):
         "published ones; data.splits.test must equal its size, the other splits come from the rest.",
     )
     workers: NonNegativeInt = Field(
-        default=2, le=64, description="Processes that decode image files for prepare (0: decode in the stage's own)."
+        default=2,
+        le=64,
+        description="Processes that decode image files in prepare, and that read and render training batches of data "
+        "read from disk (0: the stage's own process); results do not depend on it.",
     )
     validation: DataValidationConfig = DataValidationConfig()
 

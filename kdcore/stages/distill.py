@@ -89,6 +89,7 @@ def run(params: Params) -> None:
                 live_dir=live_dir if last else None,
                 desc="student_kd" if last else stage,
                 prepare=prepare,
+                workers=params.data.workers,
             )
             objective.detach()
             histories.append(history)

@@ -65,6 +65,7 @@ def run(params: Params) -> None:
             checkpoint=checkpoint,
             live_dir=live_dir,
             desc="student_scratch",
+            workers=params.data.workers,
         )
         if not distributed.is_writer():
             return  # rank 0 writes

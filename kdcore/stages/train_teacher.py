@@ -67,6 +67,7 @@ def train_one(params: Params, name: str) -> None:
             live_dir=live_dir,
             eval_set=(test.x, test.y),
             desc=f"teacher {name}",
+            workers=params.data.workers,
         )
         if not distributed.is_writer():
             return  # rank 0 writes
