@@ -28,7 +28,7 @@ from kdcore.data.transforms import random_shifts, shift_images
 from kdcore.inference import predict_logits
 from kdcore.losses import LossTerms
 from kdcore.models import build_model
-from kdcore.runtime import seed_everything
+from kdcore.runtime import accel, autocast, seed_everything
 from kdcore.transfer.views import ViewCrop, ViewMix, Views
 
 LossFn = Callable[[torch.Tensor, dict[str, torch.Tensor]], LossTerms]
@@ -189,7 +189,14 @@ def fit(
                 f"{desc}: resuming after epoch {start_epoch} of {cfg.epochs} from {checkpoint.directory}",
                 file=sys.stderr,
             )
+    speed = accel()
+    if speed.channels_last:
+        model.to(memory_format=torch.channels_last)
     net = distributed.wrap(model, device)  # the model itself in one process
+    if speed.compile:
+        net = torch.compile(net)
+    scaler = torch.amp.GradScaler(device.type, enabled=speed.amp == torch.float16)
+    layout = torch.channels_last if speed.channels_last else torch.contiguous_format
 
     live = _LiveLog(live_dir if writer else None)
     for record in history:
@@ -217,11 +224,15 @@ def fit(
             batches = EpochBatches(train_set, order, cfg.batch_size, seed, epoch, parts)
             for batch, scale in epoch_batches(batches, workers):
                 batch = {k: v.to(device) for k, v in batch.items()}
-                logits = net(batch["x"])  # (batch, classes)
-                terms = loss_fn(logits, batch)
+                if batch["x"].ndim == 4:
+                    batch["x"] = batch["x"].contiguous(memory_format=layout)
+                with autocast(device):
+                    logits = net(batch["x"])  # (batch, classes)
+                    terms = loss_fn(logits, batch)
                 optimizer.zero_grad(set_to_none=True)
-                (terms.total * scale if scale != 1.0 else terms.total).backward()
-                optimizer.step()
+                scaler.scale(terms.total * scale if scale != 1.0 else terms.total).backward()
+                scaler.step(optimizer)
+                scaler.update()
                 schedule.step()
                 size = len(batch["x"]) if scale else 0
                 sums["loss"] = sums.get("loss", 0.0) + terms.total.item() * size

@@ -87,7 +87,7 @@ def tiny_raw(root: Path | None = None, **overrides: object) -> dict:
         node = raw
         *parents, leaf = dotted.split("__")
         for p in parents:
-            node = node[p]
+            node = node.setdefault(p, {})
         node[leaf] = value
     return raw
 

@@ -30,7 +30,7 @@ from kdcore.config.models import (
     TorchvisionSpec,
     TrainConfig,
 )
-from kdcore.config.params import OrchestrationConfig, Params, Paths
+from kdcore.config.params import DistributedConfig, GpuConfig, OrchestrationConfig, Params, Paths
 from kdcore.config.transfer import EnsembleConfig, SynthChecks, SynthConfig, TransferConfig
 from kdcore.schema import FilePath, Section
 
@@ -53,6 +53,8 @@ __all__ = [
     "MLPSpec",
     "ModelSpec",
     "OrchestrationConfig",
+    "DistributedConfig",
+    "GpuConfig",
     "Params",
     "Paths",
     "QATSettings",

@@ -51,6 +51,21 @@ class DistributedConfig(Section):
         return self.nproc_per_node * self.nnodes
 
 
+class GpuConfig(Section):
+    """Faster training and inference on GPUs (kdcore/runtime.py Accel); on the CPU, auto leaves everything off."""
+
+    amp: Literal["auto", "off", "bf16", "fp16"] = Field(
+        default="auto", description="Mixed precision: auto is bf16 on CUDA GPUs that support it, off on the CPU."
+    )
+    channels_last: Literal["auto", "on", "off"] = Field(
+        default="auto", description="NHWC memory format for convolutions: auto is on for CUDA, off on the CPU."
+    )
+    compile: bool = Field(default=False, description="torch.compile the model for training (slow to start).")
+    inference_mib: PositiveInt = Field(
+        default=256, le=65536, description="CUDA: MiB of float32 input per forward pass of a teacher over views."
+    )
+
+
 class Paths(Section):
     prepared: FilePath = Path("data/prepared")
     teachers: FilePath = Field(default=Path("models/teachers"), description="One directory per teacher, by name.")
@@ -91,6 +106,7 @@ class Params(Section):
     quantize: QuantizeConfig = QuantizeConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
     distributed: DistributedConfig = DistributedConfig()
+    gpu: GpuConfig = GpuConfig()
 
     @field_validator("teachers")
     @classmethod

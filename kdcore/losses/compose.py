@@ -24,7 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from kdcore.errors import ConfigError
-from kdcore.inference import INPUT_BYTES, rows_per_pass
+from kdcore.inference import render_budget, rows_per_pass
 from kdcore.losses import LOSSES, TERMS, LossTerms
 from kdcore.losses.features import FEATURE_LOSSES, TEACHER_SIDE, FeatureTaps, HintRegressor, attention_map
 from kdcore.transfer.views import Views
@@ -116,7 +116,7 @@ class Objective:
         teacher = teacher.to(device).eval()
         parts: dict[str, list[torch.Tensor]] = {}
         total = len(views.src)
-        chunk = rows_per_pass(tuple(images.shape[1:]), chunk, 8 * INPUT_BYTES)
+        chunk = rows_per_pass(tuple(images.shape[1:]), chunk, render_budget())
         with FeatureTaps(teacher, layers, role="teacher") as taps, torch.no_grad():
             for first in tqdm(range(0, total, chunk), desc="teacher features", unit="chunk", mininterval=1.0):
                 sl = slice(first, first + chunk)

@@ -35,7 +35,10 @@ def get_stage(name: str) -> Callable[..., None]:
     def with_threads(params, **options) -> None:
         import torch
 
+        from kdcore.runtime import configure, resolve_device
+
         torch.set_num_threads(params.cpu_threads)
+        configure(params.gpu, resolve_device(params.device))
         run(params, **options)
 
     return with_threads

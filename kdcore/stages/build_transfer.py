@@ -26,7 +26,7 @@ from kdcore.config import Params
 from kdcore.data.prepared import load_meta
 from kdcore.data.validate import Check, validate_or_fail
 from kdcore.errors import DataError
-from kdcore.inference import INPUT_BYTES, predict_logits, rows_per_pass
+from kdcore.inference import predict_logits, render_budget, rows_per_pass
 from kdcore.losses.hinton import UNLABELED
 from kdcore.runtime import resolve_device
 from kdcore.transfer.ensemble import combine_logits
@@ -146,7 +146,7 @@ def top_k_soft_labels(
     checked: list[torch.Tensor] = []
     num_classes = load_meta(params.paths.prepared).num_classes
     writer = SoftLabelWriter(directory, k, num_classes)
-    chunk = rows_per_pass(tuple(images.shape[1:]), 4096, 8 * INPUT_BYTES)
+    chunk = rows_per_pass(tuple(images.shape[1:]), 4096, render_budget())
     for first in tqdm(range(0, total, chunk), desc="teacher views (top-k)", unit="chunk", mininterval=1.0):
         x = views.render(images, slice(first, first + chunk), fill)
         members = {name: predict_logits(model, x, device) for name, model in models.items()}

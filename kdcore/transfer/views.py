@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from kdcore.artifacts import load_tensors, save_tensors
 from kdcore.data.transforms import random_shifts, shift_images
-from kdcore.inference import INPUT_BYTES, predict_logits, rows_per_pass
+from kdcore.inference import predict_logits, render_budget, rows_per_pass
 
 
 @dataclass(frozen=True)
@@ -212,7 +212,7 @@ def teacher_logits_on_views(
     """(V, classes) logits of the teacher on every view, computed in chunks to bound memory (at most
     `chunk` views, and 8 x INPUT_BYTES of rendered views, at a time)."""
     out = []
-    chunk = rows_per_pass(tuple(images.shape[1:]), chunk, 8 * INPUT_BYTES)
+    chunk = rows_per_pass(tuple(images.shape[1:]), chunk, render_budget())
     for first in tqdm(range(0, len(views.src), chunk), desc="teacher views", unit="chunk", mininterval=1.0):
         out.append(predict_logits(teacher, views.render(images, slice(first, first + chunk), fill), device))
     return torch.cat(out)
