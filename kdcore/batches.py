@@ -8,15 +8,18 @@ of every batch (kdcore/distributed.py).
 
 Data read on demand from shards (kdcore.data.prepared.SplitImages, the transfer pool's images) is read
 and rendered (shifts, crops, cutmix) in `data.workers` processes while the model trains on the
-batch before; data held in memory (the bundled digits) is batched in the training process, where a
-worker would only add the cost of sending each batch back.
+batch before. Data held in memory (the bundled digits) is rendered by one thread of the training
+process, a few batches ahead (torch's kernels release the GIL, so it runs beside the training
+thread), where a worker process would only add the cost of sending each batch back. With
+`data.workers: 0` every batch is made in line, in the training thread.
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -58,10 +61,28 @@ class EpochBatches(Dataset):
         return self.train_set.batch(idx, generator, part=part), factor
 
 
+def prefetched(batches: EpochBatches, ahead: int = PREFETCH) -> Iterator[tuple[dict[str, torch.Tensor], float]]:
+    """The batches in order, each made by one background thread `ahead` batches before it is wanted."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kdflow-batches") as pool:
+        pending = deque(pool.submit(batches.__getitem__, b) for b in range(min(ahead, len(batches))))
+        following = len(pending)
+        while pending:
+            item = pending.popleft().result()
+            if following < len(batches):
+                pending.append(pool.submit(batches.__getitem__, following))
+                following += 1
+            yield item
+
+
 def epoch_batches(batches: EpochBatches, workers: int) -> Iterable[tuple[dict[str, torch.Tensor], float]]:
-    """The epoch's batches in order: from `workers` processes when the data is on disk, else made here."""
-    if workers <= 0 or not on_disk(batches.train_set) or len(batches) <= 1:
+    """The epoch's batches in order: from `workers` processes when the data is on disk, from a thread of
+    this process when it is in memory, in line with `workers` 0."""
+    if workers <= 0 or len(batches) <= 1:
         return (batches[b] for b in range(len(batches)))
+    if not on_disk(batches.train_set):
+        return prefetched(batches)
     context = "fork" if sys.platform.startswith("linux") else None  # workers share the open data, no copy
     return DataLoader(
         batches, batch_size=None, shuffle=False, num_workers=min(workers, len(batches)), prefetch_factor=PREFETCH,

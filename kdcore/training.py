@@ -25,12 +25,13 @@ from kdcore.checkpoint import TrainingCheckpoint
 from kdcore.config import TrainConfig
 from kdcore.data.prepared import Split
 from kdcore.data.transforms import random_shifts, shift_images
-from kdcore.inference import predict_logits
+from kdcore.inference import predict_logits, render_budget, rows_per_pass
 from kdcore.losses import LossTerms
 from kdcore.models import build_model
 from kdcore.runtime import accel, autocast, seed_everything
 from kdcore.transfer.views import ViewCrop, ViewMix, Views
 
+RENDERED_BYTES = 256 << 20  # views of in-memory images up to this size are rendered once, before training
 LossFn = Callable[[torch.Tensor, dict[str, torch.Tensor]], LossTerms]
 
 
@@ -85,9 +86,28 @@ class ViewSet:
     extras: dict[str, torch.Tensor] = field(default_factory=dict)  # per-view tensors, e.g. teacher features
     mix: ViewMix | None = None  # mixup / cutmix partners of the views
     crop: ViewCrop | None = None  # random resized crops and flips of the views (natural images)
+    rendered: torch.Tensor | None = field(default=None, repr=False)  # every view, rendered (render_all)
 
     def __len__(self) -> int:
         return len(self.src)
+
+    def render_all(self, budget: int = RENDERED_BYTES) -> bool:
+        """Renders every view once, when the source images are in memory and the views fit in `budget`
+        bytes: the same tensors `batch` would render, made once rather than every epoch (the small data's
+        fast path). Returns whether it did; larger sets are rendered batch by batch."""
+        if self.rendered is not None:
+            return True
+        if not isinstance(self.x, torch.Tensor) or len(self) * self.x[0].numel() * 4 > budget:
+            return False
+        step = rows_per_pass(tuple(self.x.shape[1:]), 8192, render_budget())
+        views = self.views
+        self.rendered = torch.cat(
+            [
+                views.render(self.x, torch.arange(i, min(i + step, len(self))), self.fill)
+                for i in range(0, len(self), step)
+            ]
+        )
+        return True
 
     @property
     def views(self) -> Views:
@@ -98,7 +118,8 @@ class ViewSet:
     ) -> dict[str, torch.Tensor]:
         if part is not None:
             idx = idx[part]
-        out = {"x": self.views.render(self.x, idx, self.fill), "y": self.y[idx]}
+        x = self.rendered[idx] if self.rendered is not None else self.views.render(self.x, idx, self.fill)
+        out = {"x": x, "y": self.y[idx]}
         if self.teacher_logits is not None:
             out["teacher_logits"] = self.teacher_logits[idx]
         out.update({name: values[idx] for name, values in self.extras.items()})
@@ -301,6 +322,8 @@ def train_student(
     `prepare` turns the fresh student into the module to train (e.g. with the loss's own trainable
     parts); the student alone is returned. The caller clears `checkpoint` once the student is saved."""
     seed_everything(seed)
+    if isinstance(view_set, ViewSet):
+        view_set.render_all()
     model = build_model(spec, input_shape, num_classes)
     trained = prepare(model) if prepare is not None else model
     history = fit(
