@@ -183,3 +183,29 @@ def test_the_published_test_set_is_the_test_split_whole(tmp_path: Path, capsys) 
         assert kdflow(["check", "--params", str(params)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and key in err[0] and fix in err[0], err
+
+
+def test_a_large_manifest_is_checked_part_by_part(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above CHECKED_ROWS samples the per-sample checks run on parts of the manifest: a bad sample is still
+    found, and the part that holds it is named."""
+    import kdcore.stages.prepare as prepare_stage
+    from kdcore.config import parse_params
+    from kdcore.errors import ValidationFailed
+    from kdcore.stages import get_stage
+    from tests.conftest import tiny_raw
+
+    monkeypatch.setattr(prepare_stage, "CHECKED_ROWS", 50)
+    rng = np.random.default_rng(0)
+    x = rng.random((200, 6, 6)).astype(np.float32)
+    np.savez(tmp_path / "good.npz", x=x, y=np.arange(200) % 4)
+    raw = tiny_raw(tmp_path, data__source="npz", data__path=str(tmp_path / "good.npz"))
+    raw["data"]["splits"] = {"teacher_train": 80, "transfer": 60, "test": 60}
+    get_stage("prepare")(parse_params(raw))  # four parts, every check passes
+    report = (tmp_path / "reports/validation/prepare.html").read_text()
+    assert "manifest rows 150-199" in report and "sample_id" in report
+
+    x[123, 2, 2] = np.nan
+    np.savez(tmp_path / "bad.npz", x=x, y=np.arange(200) % 4)
+    raw["data"]["path"] = str(tmp_path / "bad.npz")
+    with pytest.raises(ValidationFailed, match=r"1 of \d+ data checks failed: manifest rows \d+-\d+: expect_column_values_to_be_between\(column=pixel_nan"):
+        get_stage("prepare")(parse_params(raw))

@@ -179,6 +179,25 @@ def manifest_checks(
     return {"manifest": manifest, "class_balance": balance, "split_sizes": split_counts}
 
 
+CHECKED_ROWS = 100_000  # the per-sample checks run on parts of the manifest of at most this many rows
+WHOLE_TABLE = ("ExpectTableRowCountToEqual", "ExpectColumnValuesToBeUnique", "ExpectColumnDistinctValuesToEqualSet")
+
+
+def manifest_tables(manifest: pd.DataFrame, checks: list[Check]) -> dict[str, tuple[pd.DataFrame, list[Check]]]:
+    """The manifest's suites: whole when it is small; else the checks of the whole (row count, unique ids,
+    every class) on its id and label columns, and the per-sample checks part by part (`manifest rows
+    a-b`, CHECKED_ROWS each), so no suite holds more than a part of a large data set's rows."""
+    if len(manifest) <= CHECKED_ROWS:
+        return {"manifest": (manifest, checks)}
+    whole = [c for c in checks if c[0] in WHOLE_TABLE]
+    per_row = [c for c in checks if c[0] not in WHOLE_TABLE]
+    tables = {"manifest": (manifest[["sample_id", "label"]], whole)}
+    for first in range(0, len(manifest), CHECKED_ROWS):
+        part = manifest.iloc[first : first + CHECKED_ROWS]
+        tables[f"manifest rows {first}-{first + len(part) - 1}"] = (part, per_row)
+    return tables
+
+
 MIN_IMAGE_SIDE = 4  # smaller images leave nothing for pixel shifts, pooling or cutmix to work on
 
 
@@ -262,7 +281,7 @@ def run(params: Params) -> None:
         split_counts = manifest.groupby(["split", "label"]).size().rename("count").reset_index()
         validate_or_fail(
             {
-                "manifest": (manifest, checks["manifest"]),
+                **manifest_tables(manifest, checks["manifest"]),
                 "class_balance": (counts, checks["class_balance"]),
                 "split_sizes": (split_counts, checks["split_sizes"]),
             },
