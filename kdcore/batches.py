@@ -76,6 +76,16 @@ def prefetched(batches: EpochBatches, ahead: int = PREFETCH) -> Iterator[tuple[d
             yield item
 
 
+def worker_context() -> str | None:
+    """How DataLoader workers start: forked on Linux (they share the open data, nothing is copied), except
+    in a process that has run Prefect in-process: Prefect's exit hooks fail in a forked child, which then
+    exits with status 1 after its work, so there the workers come from a clean fork server (the batches'
+    recipe is sent to them). Elsewhere, the platform's default."""
+    if not sys.platform.startswith("linux"):
+        return None
+    return "forkserver" if "prefect" in sys.modules else "fork"
+
+
 def epoch_batches(batches: EpochBatches, workers: int) -> Iterable[tuple[dict[str, torch.Tensor], float]]:
     """The epoch's batches in order: from `workers` processes when the data is on disk, from a thread of
     this process when it is in memory, in line with `workers` 0."""
@@ -83,7 +93,7 @@ def epoch_batches(batches: EpochBatches, workers: int) -> Iterable[tuple[dict[st
         return (batches[b] for b in range(len(batches)))
     if not on_disk(batches.train_set):
         return prefetched(batches)
-    context = "fork" if sys.platform.startswith("linux") else None  # workers share the open data, no copy
+    context = worker_context()
     return DataLoader(
         batches, batch_size=None, shuffle=False, num_workers=min(workers, len(batches)), prefetch_factor=PREFETCH,
         multiprocessing_context=context, persistent_workers=False,

@@ -524,3 +524,33 @@ def test_a_killed_update_is_recovered_by_the_next_run(prefect_server, tiny_repo:
     assert sh(repo, "git", "status", "--porcelain").stdout.strip() == ""
     if state.name == "Completed":
         assert state.result()["increment"] == "rot020" and sh(repo, "git", "rev-parse", "HEAD~1").stdout == head
+
+
+def test_data_loader_workers_work_in_a_process_that_ran_a_flow(prefect_server, tmp_path: Path) -> None:
+    """Prefect's exit hooks fail in a forked child (exit status 1 after its work): after a flow has run
+    in-process, training batches read from disk still come from workers, started by a fork server."""
+    import numpy as np
+    import torch
+    from prefect import flow
+
+    from kdcore.batches import EpochBatches, epoch_batches, worker_context
+    from kdcore.data.prepared import SplitImages
+    from kdcore.data.shards import ShardedSplit, ShardWriter
+    from kdcore.training import ImageSet
+
+    @flow
+    def trivial() -> int:
+        return 1
+
+    assert trivial() == 1
+    assert worker_context() == "forkserver"
+    writer = ShardWriter(tmp_path / "split", (1, 4, 4), torch.uint8)
+    writer.add(torch.from_numpy(np.arange(40 * 16, dtype=np.uint8).reshape(40, 4, 4, 1)), torch.arange(40) % 2)
+    writer.close()
+
+    on_disk = SplitImages(ShardedSplit(tmp_path / "split"), torch.zeros(1), torch.ones(1), (1, 4, 4))
+    train_set = ImageSet(on_disk, torch.arange(40) % 2, torch.zeros(1), shift=1)
+    batches = EpochBatches(train_set, torch.randperm(40, generator=torch.Generator().manual_seed(0)), 8, 0, 0)
+    from_workers = [b["x"] for b, _ in epoch_batches(batches, workers=2)]
+    in_line = [b["x"] for b, _ in epoch_batches(batches, workers=0)]
+    assert len(from_workers) == 5 and all(torch.equal(a, b) for a, b in zip(from_workers, in_line, strict=True))

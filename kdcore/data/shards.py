@@ -18,8 +18,10 @@ themselves, so nothing large crosses a process boundary.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -161,15 +163,12 @@ class ShardedSplit:
         return {**self.__dict__, "_fds": {}, "_pid": None}  # reopened in the receiving process
 
     def __del__(self) -> None:
-        import os
-
         if self._pid == os.getpid():
             for fd in self._fds.values():
-                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
     def _fd(self, shard: int) -> int:
-        import os
-
         if self._pid != os.getpid():
             self._fds, self._pid = {}, os.getpid()
         if shard not in self._fds:
@@ -178,8 +177,6 @@ class ShardedSplit:
 
     def _read(self, shard: int, first: int, count: int) -> np.ndarray:
         """`count` rows of a shard from row `first`, one positioned read."""
-        import os
-
         offset = self.starts[shard] + first * self.row_bytes
         data = os.pread(self._fd(shard), count * self.row_bytes, offset)
         if len(data) != count * self.row_bytes:

@@ -35,10 +35,15 @@ def get_stage(name: str) -> Callable[..., None]:
     def with_threads(params, **options) -> None:
         import torch
 
+        from kdcore.errors import ConfigError
         from kdcore.runtime import configure, resolve_device
 
         torch.set_num_threads(params.cpu_threads)
-        configure(params.gpu, resolve_device(params.device))
+        try:
+            device = resolve_device(params.device)
+        except ConfigError:  # a stage that needs the device says so itself; prepare, for one, needs none
+            device = torch.device("cpu")
+        configure(params.gpu, device)
         run(params, **options)
 
     return with_threads
