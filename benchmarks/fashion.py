@@ -6,7 +6,8 @@
 Each (run, seed) of the spec goes through the real stages (`python -m kdcore.experiments.sweep`, one process per
 run, one after another); teachers, scratch students and synthetic pools are shared between runs and reruns.
 Every finished run is appended to reports/fashion_runs.csv at once, and runs already there are not measured
-again. benchmarks/scale_report.py turns the rows into reports/scale.md. The data is read from `--idx`
+again; a run that a stage refused (a data check) is a row too, with the stage's line under `failure`.
+benchmarks/scale_report.py turns the rows into reports/scale.md. The data is read from `--idx`
 (never fetched): Debian's `dataset-fashion-mnist` puts it in /usr/share/datasets/fashion-mnist/.
 """
 
@@ -52,8 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         if table.has(planned["key"], planned["seed"]):
             continue
         print(f"fashion: {planned['key']} seed {planned['seed']}", flush=True)
-        row = measure(planned["key"], planned["overrides"], planned["seed"], args.work.resolve(), args.params,
-                      label=planned["label"])  # fmt: skip
+        try:
+            row = measure(planned["key"], planned["overrides"], planned["seed"], args.work.resolve(), args.params,
+                          label=planned["label"])  # fmt: skip
+        except SystemExit as failed:  # a run a stage refused (a data check): a row that says why, and go on
+            row = {"key": planned["key"], "seed": planned["seed"], "label": planned["label"], "failure": str(failed)}
         table.add(row)
     print(f"fashion: {len(table.rows)} runs -> {args.reports / 'fashion_runs.csv'}")
     return 0

@@ -94,7 +94,8 @@ def topk_section(runs: pd.DataFrame, reports: Path) -> list[str]:
         "C float32 logits (4 C bytes); top-K keeps K fp16 log-probabilities and K int16 classes (4 K bytes). The "
         "rest of the mass is spread over the other classes (`distill.topk_rest: spread`).",
         "",
-        "| soft labels | bytes per view | student test accuracy (3 seeds) | per seed | validation |",
+        f"| soft labels | bytes per view | student test accuracy ({cache['seed'].nunique()} seeds) | per seed "
+        "| validation |",
         "|---|---:|---:|---|---:|",
     ]
     order = ["exact", "top1", "top3", "top5", "top10"]
@@ -156,7 +157,13 @@ def save_topk_plot(cache: pd.DataFrame, path: Path) -> None:
     save_png(fig, path)
 
 
+def failures(runs: pd.DataFrame) -> pd.DataFrame:
+    return runs[runs["failure"].notna()] if "failure" in runs else runs.iloc[:0]
+
+
 def fashion_section(runs: pd.DataFrame) -> list[str]:
+    refused = failures(runs)
+    runs = runs.drop(refused.index)
     exact, free = runs[runs["key"] == "exact"].sort_values("seed"), runs[runs["key"] == "datafree"]
     if exact.empty:
         return []
@@ -191,6 +198,16 @@ def fashion_section(runs: pd.DataFrame) -> list[str]:
             + f" | synthesize {free['synthesize_s'].mean():.0f} s, build_transfer "
             f"{free['build_transfer_s'].mean():.0f} s, distill {free['distill_s'].mean():.0f} s |"
         )
+    for row in refused.itertuples():
+        reason = str(row.failure).split(": ", 2)[-1].split("; report:")[0]
+        lines.append(f"| {row.label}, seed {row.seed} | refused | - | {reason} |")
+    if len(refused):
+        lines += [
+            "",
+            "A refused row is a run a stage stopped with its one-line error, as it would stop a user's: the "
+            "synthesize stage's checks (synth.checks) refuse a pool in which a class is rarer than "
+            "min_class_share of the images, since the student could not learn that class from it.",
+        ]
     lines += ["", "Anchors from Zalando's benchmark table:", "", "| model | test accuracy |", "|---|---:|"]
     lines += [f"| {name} | {accuracy:.1f}% |" for name, accuracy in ANCHORS]
     return [*lines, ""]
@@ -237,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     if (frame := read("epoch_time.csv")) is not None:
         lines += epoch_section(frame)
     if (runs := read("fashion_runs.csv")) is not None:
-        lines += topk_section(runs, reports) + fashion_section(runs)
+        lines += topk_section(runs.drop(failures(runs).index), reports) + fashion_section(runs)
     if (frame := read("torchrun.csv")) is not None:
         lines += torchrun_section(frame)
     write_text(reports / "scale.md", "\n".join(lines))
