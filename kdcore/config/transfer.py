@@ -93,7 +93,7 @@ class TransferConfig(Section):
         low, high = value
         top = 1.0 if info.field_name == "crop_scale" else 10.0
         if not 0 < low <= high <= top:
-            raise ValueError(f"needs 0 < low <= high <= {top:g}, got [{low}, {high}]")
+            raise ValueError(f"needs 0 < low <= high <= {top:g}")
         return value
 
     def crop_for(self, input_shape: tuple[int, ...]) -> tuple[tuple[float, float], tuple[float, float], bool] | None:
