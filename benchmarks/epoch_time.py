@@ -5,7 +5,8 @@
 
 Both sides train a fresh student (the same initial weights) for one epoch over the transfer views with
 distill.terms' CE + KD at distill.temperature, batch size and learning rate from params, on one CPU
-thread, in this one process, alternating so that the machine's drift hits both alike:
+thread, in this one process, alternating so that the machine's drift hits both alike (`--device cuda`: on the GPU,
+under the autocast and memory layout of params `gpu`, the plain loop copying each batch to it):
 - kdflow: `kdcore.training.fit`, as the distill stage runs it (views rendered per batch from the source
   images: shifts, crops, cutmix, a few batches ahead by a second thread with data.workers > 0, as
   kdcore/batches.py says; the teacher's cached soft labels read per batch; the loss through kdcore's
@@ -35,7 +36,7 @@ from kdcore.config import load_params  # noqa: E402
 from kdcore.data.prepared import load_meta  # noqa: E402
 from kdcore.losses.compose import Objective  # noqa: E402
 from kdcore.models import build_model  # noqa: E402
-from kdcore.runtime import seed_everything  # noqa: E402
+from kdcore.runtime import autocast, configure, resolve_device, seed_everything  # noqa: E402
 from kdcore.training import fit, make_optimizer  # noqa: E402
 from kdcore.transfer.pool import SYNTHETIC_FILE, load_view_set  # noqa: E402
 
@@ -45,24 +46,34 @@ def fresh_student(params, prepared, seed: int) -> torch.nn.Module:
     return build_model(params.student.model, prepared.input_shape, prepared.num_classes)
 
 
-def plain_epoch(model, batches, cfg, weights: dict[str, float], temperature: float) -> float:
-    """One epoch of the plainest loop over pre-rendered batches; returns its seconds."""
+def plain_epoch(model, batches, cfg, weights: dict[str, float], temperature: float, device: torch.device) -> float:
+    """One epoch of the plainest loop over pre-rendered batches (copied to `device` batch by batch, under the
+    autocast kdflow uses there); returns its seconds."""
+    model.to(device)
     optimizer = make_optimizer(model, cfg)
     model.train()
     started = time.perf_counter()
     for x, y, teacher in batches:
-        logits = model(x)
-        loss = weights.get("ce", 0.0) * F.cross_entropy(logits, y)
-        if "kd" in weights:
-            kl = F.kl_div(
-                F.log_softmax(logits / temperature, 1), F.log_softmax(teacher / temperature, 1),
-                reduction="batchmean", log_target=True,
-            )  # fmt: skip
-            loss = loss + weights["kd"] * kl * temperature**2
+        x, y, teacher = x.to(device), y.to(device), teacher.to(device)
+        with autocast(device):
+            logits = model(x)
+            loss = weights.get("ce", 0.0) * F.cross_entropy(logits, y)
+            if "kd" in weights:
+                kl = F.kl_div(
+                    F.log_softmax(logits / temperature, 1), F.log_softmax(teacher / temperature, 1),
+                    reduction="batchmean", log_target=True,
+                )  # fmt: skip
+                loss = loss + weights["kd"] * kl * temperature**2
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+    synchronize(device)
     return time.perf_counter() - started
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synthetic", type=Path, help="the synthesize stage's output (default: paths.synthetic)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--label", default="digits")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda (params `gpu` set autocast and layout there)")
     parser.add_argument("--csv", type=Path, default=ROOT / "reports" / "epoch_time.csv")
     args = parser.parse_args(argv)
     params = load_params(args.params)
@@ -80,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     transfer_dir = args.transfer or params.paths.transfer
     synthetic = (args.synthetic or params.paths.synthetic) / SYNTHETIC_FILE
     torch.set_num_threads(1)
+    device = resolve_device(args.device)
+    configure(params.gpu, device)
     prepared = load_meta(prepared_dir)
     views, _ = load_view_set(transfer_dir, prepared_dir, synthetic, params.distill.topk_rest)
     terms = [t.model_dump(mode="json") for t in params.distill.terms]
@@ -105,10 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         model = fresh_student(params, prepared, params.seed)
         started = time.perf_counter()
         fit(model, views, Objective(terms, params.distill.temperature), cfg, seed=params.seed,
-            device=torch.device("cpu"), desc="kdflow", workers=params.data.workers)  # fmt: skip
+            device=device, desc="kdflow", workers=params.data.workers)  # fmt: skip
+        synchronize(device)
         kdflow_s.append(time.perf_counter() - started)
         plain_s.append(plain_epoch(fresh_student(params, prepared, params.seed), batches, cfg, weights,
-                                   params.distill.temperature))  # fmt: skip
+                                   params.distill.temperature, device))  # fmt: skip
         print(f"repeat {repeat}: kdflow {kdflow_s[-1]:.2f} s, plain {plain_s[-1]:.2f} s", flush=True)
     kdflow, plain = statistics.median(kdflow_s), statistics.median(plain_s)
     row = (f"{args.label},{len(views)},{params.student.model.name},{cfg.batch_size},{args.repeats},"

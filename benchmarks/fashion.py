@@ -1,7 +1,7 @@
 """Fashion-MNIST end to end with its published test split, and the top-K teacher-output cache on it.
 
     python benchmarks/fashion.py --idx /usr/share/datasets/fashion-mnist [--spec benchmarks/fashion.yaml]
-                                 [--work .kdflow/fashion] [--only KEY ...]
+                                 [--work .kdflow/fashion] [--only KEY ...] [--device cpu|cuda]
 
 Each (run, seed) of the spec goes through the real stages (`python -m kdcore.experiments.sweep`, one process per
 run, one after another); teachers, scratch students and synthetic pools are shared between runs and reruns.
@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=ROOT / ".kdflow" / "fashion")
     parser.add_argument("--reports", type=Path, default=ROOT / "reports")
     parser.add_argument("--only", nargs="*", help="run keys to measure (default: all)")
+    parser.add_argument("--device", default="cpu", help="params `device` of every stage (default cpu)")
     args = parser.parse_args(argv)
     if not args.idx.is_dir():
         raise SystemExit(f"fashion: error: --idx {args.idx}: no such directory (apt-get install dataset-fashion-mnist)")
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fashion: {planned['key']} seed {planned['seed']}", flush=True)
         try:
             row = measure(planned["key"], planned["overrides"], planned["seed"], args.work.resolve(), args.params,
-                          label=planned["label"])  # fmt: skip
+                          device=args.device, label=planned["label"])  # fmt: skip
         except SystemExit as failed:  # a run a stage refused (a data check): a row that says why, and go on
             row = {"key": planned["key"], "seed": planned["seed"], "label": planned["label"], "failure": str(failed)}
         table.add(row)

@@ -60,10 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    env = {"TQDM_DISABLE": "1", "PYTHONPATH": str(ROOT)}
     import os
 
-    env = {**os.environ, **env}
+    path = os.pathsep.join(p for p in [str(ROOT), os.environ.get("PYTHONPATH")] if p)
+    env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONPATH": path}
     first = project(work, args.idx.resolve(), args.epochs, 1, args.device)
     if not (work / "data/prepared/meta.json").is_file():
         subprocess.run([sys.executable, "-m", "kdcore", "prepare", "--params", str(first)], cwd=ROOT, env=env,

@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         options = {"teacher": args.teacher} if args.stage == "train_teacher" else {}
         many = args.stage in distributed.STAGES and params.distributed.processes > 1
         if many and not distributed.launched():
+            distributed.check_devices(params.distributed, resolve_device(params.device))
             return distributed.relaunch(params.distributed, sys.argv[1:] if argv is None else argv)
         if many:
             device = distributed.local_device(resolve_device(params.device))

@@ -3,7 +3,7 @@
 With `distributed.nproc_per_node` (and `nnodes`) above 1 in params, a training stage (train_teacher,
 distill, train_student_scratch) started as usual, `python -m kdcore <stage>` (the DVC command stays
 one line), starts itself again under `python -m torch.distributed.run` with that many processes,
-and waits for them. Each process joins the group (gloo on the CPU, NCCL on GPUs), reads the same
+and waits for them. Each process joins the group (gloo on the CPU; NCCL on GPUs, one GPU per process), reads the same
 data and builds the same model; DistributedDataParallel averages the gradients.
 
 What stays as in one process:
@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from kdcore.errors import ConfigError
 
 NODE_RANK_ENV = "KDFLOW_NODE_RANK"
 STAGES = ("train_teacher", "distill", "train_student_scratch")  # the stages that train with fit()
@@ -100,10 +102,24 @@ def init(device: torch.device) -> None:
         return
     if sys.platform.startswith("linux"):
         die_with_parent()  # a worker ends with its launcher
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    if device.type == "cuda":
+    backend = "gloo"
+    if device.type == "cuda":  # NCCL for the gradients; gloo for the few CPU tensors (metric sums, resume state)
+        backend = "cpu:gloo,cuda:nccl"
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     torch.distributed.init_process_group(backend=backend)
+
+
+def check_devices(cfg, device: torch.device, gpus: int | None = None) -> None:
+    """One GPU per process: `distributed.nproc_per_node` CUDA processes need that many GPUs on each machine
+    (`gpus`: how many this one has; default torch.cuda.device_count())."""
+    if device.type != "cuda":
+        return
+    gpus = torch.cuda.device_count() if gpus is None else gpus
+    if cfg.nproc_per_node > gpus:
+        raise ConfigError(
+            f"distributed.nproc_per_node: {cfg.nproc_per_node} processes on device {device.type} but this machine "
+            f"has {gpus} CUDA device(s): one process per GPU (or device: cpu for gloo processes)"
+        )
 
 
 def shutdown() -> None:

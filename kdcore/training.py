@@ -236,8 +236,10 @@ def fit(
         for epoch in range(start_epoch, cfg.epochs):
             started = time.perf_counter()
             order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-            sums: dict[str, float] = {}
-            correct = seen = 0
+            # running sums stay on the device (float64, as Python floats would be) so no step waits for the GPU
+            sums: dict[str, torch.Tensor] = {}
+            correct = seen = torch.zeros((), dtype=torch.long, device=device)
+            zero = torch.zeros((), dtype=torch.float64, device=device)
             model.train()
             parts = None
             if distributed.world_size() > 1:  # this rank's part of each batch, its loss scaled by its share
@@ -256,14 +258,14 @@ def fit(
                 scaler.update()
                 schedule.step()
                 size = len(batch["x"]) if scale else 0
-                sums["loss"] = sums.get("loss", 0.0) + terms.total.item() * size
-                for name, part in terms.parts.items():
-                    sums[f"loss_{name}"] = sums.get(f"loss_{name}", 0.0) + part.item() * size
+                for name, value in [("loss", terms.total), *((f"loss_{k}", v) for k, v in terms.parts.items())]:
+                    sums[name] = sums.get(name, zero) + value.detach().double() * size
                 labeled = (batch["y"] >= 0) & (scale > 0)
-                correct += int((logits.argmax(1)[labeled] == batch["y"][labeled]).sum())
-                seen += int(labeled.sum())
+                correct = correct + ((logits.argmax(1) == batch["y"]) & labeled).sum()
+                seen = seen + labeled.sum()
                 bar.update(1)
-            sums = distributed.sum_over_ranks({**sums, "_correct": correct, "_seen": seen})
+            totals = {name: value.item() for name, value in sums.items()}
+            sums = distributed.sum_over_ranks({**totals, "_correct": correct.item(), "_seen": seen.item()})
             correct, seen = int(sums.pop("_correct")), int(sums.pop("_seen"))
             record = {"epoch": float(epoch + 1)}
             record.update({f"train/{k}": v / n for k, v in sums.items()})

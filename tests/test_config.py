@@ -192,3 +192,13 @@ def test_a_misspelt_model_name_is_named_before_its_other_keys() -> None:
     raw["teachers"]["cnn"]["model"] = {"name": "cnnn", "channels": [8], "hidden": 16}
     message = error_for(raw)
     assert message.startswith("params.yaml: teachers.cnn.model.name: unknown model 'cnnn'"), message
+
+
+def test_bare_yaml_on_and_off_are_the_gpu_switches_words() -> None:
+    raw = tiny_raw()
+    raw.update(yaml.safe_load("gpu: {amp: off, channels_last: on}"))  # YAML 1.1 reads both as booleans
+    gpu = parse_params(raw).gpu
+    assert (gpu.amp, gpu.channels_last) == ("off", "on")
+    raw.update(yaml.safe_load("gpu: {amp: on}"))  # autocast needs a dtype: on is not one
+    with pytest.raises(ConfigError, match="gpu.amp"):
+        parse_params(raw)

@@ -17,6 +17,8 @@ import yaml
 
 from kdcore import distributed
 from kdcore.config import parse_params
+from kdcore.config.params import DistributedConfig
+from kdcore.errors import ConfigError
 from kdcore.stages import get_stage
 from tests.conftest import ROOT, tiny_raw
 
@@ -89,6 +91,14 @@ def test_two_processes_train_the_same_model_twice_and_only_rank_zero_writes(tmp_
     result = run_stage("distill", params)
     assert "2 processes" in result.stderr
     assert (tmp_path / "models/student_kd/model.safetensors").is_file()
+
+
+def test_more_cuda_processes_than_gpus_is_refused_before_launch() -> None:
+    cfg = DistributedConfig(nproc_per_node=2)
+    with pytest.raises(ConfigError, match=r"distributed.nproc_per_node: 2 processes .* has 1 CUDA device"):
+        distributed.check_devices(cfg, torch.device("cuda"), gpus=1)
+    distributed.check_devices(cfg, torch.device("cuda"), gpus=2)
+    distributed.check_devices(cfg, torch.device("cpu"), gpus=0)  # gloo processes need no GPU
 
 
 def test_a_run_killed_on_every_rank_resumes_where_it_stopped(tmp_path: Path) -> None:

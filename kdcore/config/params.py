@@ -65,6 +65,12 @@ class GpuConfig(Section):
         default=256, le=65536, description="CUDA: MiB of float32 input per forward pass of a teacher over views."
     )
 
+    @field_validator("amp", "channels_last", mode="before")
+    @classmethod
+    def _yaml_switch(cls, value: object) -> object:
+        """YAML reads a bare `off` / `on` as false / true: take them as the words."""
+        return {False: "off", True: "on"}.get(value, value) if isinstance(value, bool) else value
+
 
 class Paths(Section):
     prepared: FilePath = Path("data/prepared")
