@@ -91,6 +91,8 @@ def epoch_batches(batches: EpochBatches, workers: int) -> Iterable[tuple[dict[st
     this process when it is in memory, in line with `workers` 0."""
     if workers <= 0 or len(batches) <= 1:
         return (batches[b] for b in range(len(batches)))
+    if getattr(batches.train_set, "rendered", None) is not None:  # a batch is a gather: a thread would cost more
+        return (batches[b] for b in range(len(batches)))
     if not on_disk(batches.train_set):
         return prefetched(batches)
     context = worker_context()

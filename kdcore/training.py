@@ -118,12 +118,17 @@ class ViewSet:
     ) -> dict[str, torch.Tensor]:
         if part is not None:
             idx = idx[part]
-        x = self.rendered[idx] if self.rendered is not None else self.views.render(self.x, idx, self.fill)
-        out = {"x": x, "y": self.y[idx]}
+        x = _take(self.rendered, idx) if self.rendered is not None else self.views.render(self.x, idx, self.fill)
+        out = {"x": x, "y": _take(self.y, idx)}
         if self.teacher_logits is not None:
-            out["teacher_logits"] = self.teacher_logits[idx]
-        out.update({name: values[idx] for name, values in self.extras.items()})
+            out["teacher_logits"] = _take(self.teacher_logits, idx)
+        out.update({name: _take(values, idx) for name, values in self.extras.items()})
         return out
+
+
+def _take(values, idx: torch.Tensor):
+    """values[idx]: index_select for tensors (a third of advanced indexing's time on small batches)."""
+    return values.index_select(0, idx) if isinstance(values, torch.Tensor) else values[idx]
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -237,9 +242,9 @@ def fit(
             started = time.perf_counter()
             order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
             # running sums stay on the device (float64, as Python floats would be) so no step waits for the GPU
-            sums: dict[str, torch.Tensor] = {}
+            sums: torch.Tensor | None = None  # the batch-size-weighted loss and its parts, summed
             correct = seen = torch.zeros((), dtype=torch.long, device=device)
-            zero = torch.zeros((), dtype=torch.float64, device=device)
+            names: list[str] = []
             model.train()
             parts = None
             if distributed.world_size() > 1:  # this rank's part of each batch, its loss scaled by its share
@@ -258,13 +263,14 @@ def fit(
                 scaler.update()
                 schedule.step()
                 size = len(batch["x"]) if scale else 0
-                for name, value in [("loss", terms.total), *((f"loss_{k}", v) for k, v in terms.parts.items())]:
-                    sums[name] = sums.get(name, zero) + value.detach().double() * size
+                names = names or ["loss", *(f"loss_{k}" for k in terms.parts)]
+                values = torch.stack([terms.total, *terms.parts.values()]).detach().double() * size
+                sums = (torch.zeros_like(values) if sums is None else sums) + values  # from +0.0, as a float sum
                 labeled = (batch["y"] >= 0) & (scale > 0)
                 correct = correct + ((logits.argmax(1) == batch["y"]) & labeled).sum()
                 seen = seen + labeled.sum()
                 bar.update(1)
-            totals = {name: value.item() for name, value in sums.items()}
+            totals = dict(zip(names, sums.tolist(), strict=True)) if sums is not None else {}
             sums = distributed.sum_over_ranks({**totals, "_correct": correct.item(), "_seen": seen.item()})
             correct, seen = int(sums.pop("_correct")), int(sums.pop("_seen"))
             record = {"epoch": float(epoch + 1)}
