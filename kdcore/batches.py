@@ -86,12 +86,22 @@ def worker_context() -> str | None:
     return "forkserver" if "prefect" in sys.modules else "fork"
 
 
+def gathers_only(train_set: Any) -> bool:
+    """Whether a batch is only rows gathered from tensors: views rendered once, teacher outputs in memory
+    (a top-K cache rebuilds its distributions per batch)."""
+    if getattr(train_set, "rendered", None) is None:
+        return False
+    labels = getattr(train_set, "teacher_logits", None)
+    extras = getattr(train_set, "extras", {})
+    return all(isinstance(v, torch.Tensor) for v in [*extras.values()] + ([labels] if labels is not None else []))
+
+
 def epoch_batches(batches: EpochBatches, workers: int) -> Iterable[tuple[dict[str, torch.Tensor], float]]:
     """The epoch's batches in order: from `workers` processes when the data is on disk, from a thread of
     this process when it is in memory, in line with `workers` 0."""
     if workers <= 0 or len(batches) <= 1:
         return (batches[b] for b in range(len(batches)))
-    if getattr(batches.train_set, "rendered", None) is not None:  # a batch is a gather: a thread would cost more
+    if gathers_only(batches.train_set):  # a thread would cost more than it hides
         return (batches[b] for b in range(len(batches)))
     if not on_disk(batches.train_set):
         return prefetched(batches)
