@@ -189,3 +189,21 @@ def test_no_trials_writes_an_empty_search(transfer_ready: Path, tmp_path: Path) 
     assert yaml.safe_load((tmp_path / "models/search/student.yaml").read_text()) == {"model": None}
     summary = json.loads((tmp_path / "metrics/search.json").read_text())["search"]
     assert summary["trials"] == 0 and "chosen" not in summary
+
+
+def test_kdflow_search_needs_trials_and_sane_workers(tmp_path: Path) -> None:
+    from tests.conftest import write_params
+
+    raw = search_raw(tmp_path, trials=0)
+    write_params(tmp_path / "params.yaml", raw)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "flows.kdflow", "search", "--repo", str(tmp_path)]
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
+        "kdflow search: error: search.trials is 0 in params.yaml: give --trials N (the shipped search: 40)"
+    )
+    result = subprocess.run([*cmd, "--workers", "0"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 2 and "--workers must be at least 1, got 0" in result.stderr
+    result = subprocess.run([*cmd, "--trials", "-1"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 2 and "--trials must be 0 or more" in result.stderr
+    assert yaml.safe_load((tmp_path / "params.yaml").read_text())["search"]["trials"] == 0  # nothing written
