@@ -6,6 +6,7 @@
     kdflow flow [--no-commit]               the Prefect pipeline flow: stages, gate, one commit, dvc push
     kdflow update                           the lifelong update flow on the next landed batch
     kdflow compare [--seeds ...]            the methods comparison flow (reports/methods.md)
+    kdflow search [--trials N] [--workers N] [--apply]  the student architecture search (search_student)
     kdflow report [--metrics]               print the last report (reports/report.md) or the metrics table
     kdflow push | pull                      models and data to / from the DVC remote (.dvc/config)
 
@@ -22,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-EXAMPLES = "\n".join(__doc__.splitlines()[2:11])
+EXAMPLES = "\n".join(__doc__.splitlines()[2:12])
 
 
 def _tool(cmd: list[str]) -> int:
@@ -102,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("rest", nargs=argparse.REMAINDER)
     compare = sub.add_parser("compare", help="run the methods comparison flow (python -m flows.compare)")
     compare.add_argument("rest", nargs=argparse.REMAINDER, help="[--seeds ...] [--methods ...]")
+    search = sub.add_parser("search", help="run the student search flow (python -m flows.search)")
+    search.add_argument("rest", nargs=argparse.REMAINDER, help="[--trials N] [--workers N] [--apply]")
     report = sub.add_parser("report", help="print the last report (reports/report.md)")
     report.add_argument("--metrics", action="store_true", help="the metrics table instead (metrics/summary.json)")
     report.add_argument("--params", default="params.yaml")
@@ -111,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-PASSTHROUGH = ("stage", "flow", "update", "compare")  # their options belong to the command they run
+PASSTHROUGH = ("stage", "flow", "update", "compare", "search")  # their options belong to the command they run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         from flows.update import main as update_main
 
         return update_main(args.rest)
+    if args.command == "search":
+        from flows.search import main as search_main
+
+        return search_main(args.rest)
     from flows.compare import main as compare_main
 
     return compare_main(args.rest)

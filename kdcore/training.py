@@ -186,8 +186,10 @@ def fit(
     eval_set: tuple[torch.Tensor, torch.Tensor] | None = None,
     desc: str = "train",
     workers: int = 0,
+    on_epoch: Callable[[dict[str, float]], bool] | None = None,
 ) -> list[dict[str, float]]:
-    """Trains `model` in place for cfg.epochs; returns one metrics record per epoch.
+    """Trains `model` in place for cfg.epochs; returns one metrics record per epoch. `on_epoch` gets each
+    epoch's record and returns whether to go on (False: training stops there, e.g. a pruned search trial).
 
     The sample order of epoch e depends only on (seed, e), and each batch's randomness only on (seed, e,
     batch number) (kdcore/batches.py), so a run resumed from its checkpoint after epoch e continues
@@ -299,6 +301,8 @@ def fit(
                         "history": history,
                     },
                 )
+            if on_epoch is not None and not on_epoch(record):
+                break
     finally:
         bar.close()
         live.close()

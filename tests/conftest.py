@@ -82,6 +82,7 @@ def tiny_raw(root: Path | None = None, **overrides: object) -> dict:
             "updates": str(root / "models/updates"),
             "exported": str(root / "models/export"),
             "quantized": str(root / "models/quantized"),
+            "search": str(root / "models/search"),
         }
     for dotted, value in overrides.items():
         node = raw

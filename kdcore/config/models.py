@@ -30,11 +30,12 @@ class MLPSpec(Section):
 
 
 class CNNSpec(Section):
-    """A small VGG-style convnet: conv blocks (3x3, optional BatchNorm, ReLU, 2x2 max-pool), then a head."""
+    """A small VGG-style convnet: conv blocks (k x k, optional BatchNorm, ReLU, 2x2 max-pool), then a head."""
 
     name: Literal["cnn"]
     channels: list[PositiveInt] = Field(default=[32, 64], min_length=1, description="Channels per conv block.")
     hidden: PositiveInt = Field(default=128, description="Width of the fully connected layer before the logits.")
+    kernel: Literal[1, 3, 5, 7] = Field(default=3, description="Convolution kernel size (padded to keep the map size).")
     batchnorm: bool = Field(default=True, description="BatchNorm after each convolution.")
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout before the logits.")
 

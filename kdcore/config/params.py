@@ -13,6 +13,7 @@ from kdcore.config.deploy import EvaluateConfig, ExportConfig, GateConfig, Quant
 from kdcore.config.distill import FEATURE_TERMS, DistillConfig
 from kdcore.config.lifelong import LifelongConfig
 from kdcore.config.models import StudentConfig, TeacherConfig
+from kdcore.config.search import SearchConfig
 from kdcore.config.transfer import SynthConfig, TransferConfig
 from kdcore.errors import ConfigError
 from kdcore.schema import FilePath, Section
@@ -90,6 +91,7 @@ class Paths(Section):
     updates: FilePath = Field(default=Path("models/updates"), description="The student after each accepted increment.")
     exported: FilePath = Field(default=Path("models/export"), description="ONNX files of the students (export stage).")
     quantized: FilePath = Field(default=Path("models/quantized"), description="Quantized students (quantize stage).")
+    search: FilePath = Field(default=Path("models/search"), description="The student search's trials and choice.")
 
 
 class Params(Section):
@@ -113,6 +115,7 @@ class Params(Section):
     orchestration: OrchestrationConfig = OrchestrationConfig()
     distributed: DistributedConfig = DistributedConfig()
     gpu: GpuConfig = GpuConfig()
+    search: SearchConfig = SearchConfig()
 
     @field_validator("teachers")
     @classmethod

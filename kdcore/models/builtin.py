@@ -34,12 +34,13 @@ class CNN(nn.Module):
         num_classes: int,
         batchnorm: bool = True,
         dropout: float = 0.0,
+        kernel: int = 3,
     ) -> None:
         super().__init__()
         c_in, h, w = input_shape
         blocks: list[nn.Module] = []
         for c_out in channels:
-            blocks.append(nn.Conv2d(c_in, c_out, 3, padding=1, bias=not batchnorm))
+            blocks.append(nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=not batchnorm))
             if batchnorm:
                 blocks.append(nn.BatchNorm2d(c_out))
             blocks.append(nn.ReLU(inplace=True))
@@ -69,4 +70,4 @@ def build_mlp(spec, input_shape: InputShape, num_classes: int) -> nn.Module:
 
 @MODELS.register("cnn")
 def build_cnn(spec, input_shape: InputShape, num_classes: int) -> nn.Module:
-    return CNN(input_shape, list(spec.channels), spec.hidden, num_classes, spec.batchnorm, spec.dropout)
+    return CNN(input_shape, list(spec.channels), spec.hidden, num_classes, spec.batchnorm, spec.dropout, spec.kernel)

@@ -16,6 +16,7 @@ STAGE_NAMES = (
     "train_teacher",
     "synthesize",
     "build_transfer",
+    "search_student",
     "distill",
     "train_student_scratch",
     "export",

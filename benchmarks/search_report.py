@@ -1,0 +1,113 @@
+"""reports/search.md from reports/search.csv, search_meta.json and search_trials_<teacher>.csv
+(benchmarks/search.py makes them; `python benchmarks/search.py --report-only` remakes the page)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from kdcore.artifacts import write_text
+
+MARGIN = 0.5  # points of test accuracy a searched student must gain over a default at no more cost
+
+
+def per_student(rows: pd.DataFrame) -> pd.DataFrame:
+    """Mean and spread over the seeds of each (teacher, student)."""
+    grouped = rows.groupby(["teacher", "spec"], sort=False)
+    table = grouped.agg(
+        student=("student", "first"), role=("role", "first"), seeds=("seed", "count"),
+        search_val=("search_val_accuracy", "first"), params=("params", "first"),
+        size=("size_bytes_int8", "first"), latency=("latency_ms_int8", "median"),
+        latency_b256=("latency_ms_b256_int8", "median"), acc=("test_accuracy_int8", "mean"),
+        acc_sd=("test_accuracy_int8", "std"), acc_torch=("test_accuracy", "mean"),
+    )  # fmt: skip
+    return table.reset_index()
+
+
+def dominance(table: pd.DataFrame, teacher: str) -> list[str]:
+    """For each default: the searched students that are at least MARGIN points more accurate (int8, test,
+    mean over seeds) with a file no larger and a latency no higher, or a line saying none is."""
+    mine = table[table["teacher"] == teacher]
+    searched = mine[mine["role"] != "default"]
+    lines = []
+    for d in mine[mine["role"] == "default"].itertuples():
+        better = searched[(searched["acc"] >= d.acc + MARGIN / 100) & (searched["size"] <= d.size)
+                          & (searched["latency"] <= d.latency)]  # fmt: skip
+        if better.empty:
+            cheaper = searched[(searched["size"] <= d.size) & (searched["latency"] <= d.latency)]
+            best = cheaper.sort_values("acc", ascending=False).head(1)
+            detail = (
+                f"; the best front student at no more cost is {best.iloc[0].student} at "
+                f"{best.iloc[0].acc * 100:.2f}% ({(best.iloc[0].acc - d.acc) * 100:+.2f} points)"
+                if not best.empty
+                else "; no front student costs as little"
+            )
+            lines.append(f"- {d.student} ({d.acc * 100:.2f}%): **not dominated** by {MARGIN} points{detail}.")
+        else:
+            names = ", ".join(f"{b.student} ({b.acc * 100:.2f}%, {(b.acc - d.acc) * 100:+.2f} points, "
+                              f"{int(b.size):,} bytes, {b.latency:.4f} ms)" for b in better.itertuples())  # fmt: skip
+            lines.append(f"- {d.student} ({d.acc * 100:.2f}%, {int(d.size):,} bytes, {d.latency:.4f} ms): "
+                         f"dominated by {names}.")  # fmt: skip
+    return lines
+
+
+def write_report(reports: Path, search_cfg: dict, trials: int) -> None:
+    rows = pd.read_csv(reports / "search.csv")
+    meta = json.loads((reports / "search_meta.json").read_text())
+    table = per_student(rows)
+    budget = {k: v for k, v in search_cfg["budget"].items() if v is not None}
+    lines = [
+        "# Student architecture search",
+        "",
+        "Made by `python benchmarks/search.py` (rows in `reports/search.csv`, each search's trials in "
+        "`reports/search_trials_<teacher>.csv`). The bundled digits; the search ran on params.yaml's seed with "
+        f"{trials} trials, the shipped space and budget ({', '.join(f'{k} {v}' for k, v in budget.items())}, "
+        "on the int8 ONNX file in onnxruntime, one thread), scored on the validation split. Every student on "
+        "a front and the two hand-picked defaults were then distilled again with the full student schedule on "
+        f"seeds {sorted(rows['seed'].unique().tolist())} (not used by the search), exported to int8 ONNX and "
+        "measured where they ship: test accuracy in onnxruntime, file size, latency. Machine: 2 CPU cores.",
+        "",
+    ]
+    for teacher in rows["teacher"].unique():
+        m = meta.get(teacher, {})
+        mine = table[table["teacher"] == teacher].sort_values(["role", "latency"])
+        lines += [
+            f"## Teacher: {teacher}",
+            "",
+            f"Search: {m.get('search_seconds', float('nan')) / 60:.1f} minutes for {m.get('trials')} trials "
+            f"({m.get('trials_complete', 0)} trained to the end, {m.get('trials_pruned', 0)} stopped early, "
+            f"{m.get('trials_over_budget', 0)} over budget and never trained; duplicates of an earlier "
+            f"architecture reuse its result). Stopping early saved {m.get('pruned_epochs_saved', 0)} epochs, "
+            f"about {m.get('pruned_seconds_saved', 0):.0f} s of training. Chosen: {m.get('chosen', 'none')} "
+            f"(validation {m.get('val_accuracy', float('nan')) * 100:.2f}%).",
+            "",
+            f"![front](search_front_{teacher}.png)",
+            "",
+            "| student | role | parameters | int8 file | latency b1 | latency b256 | validation (search) | "
+            "test, int8 ONNX | test, torch |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in mine.itertuples():
+            val = f"{r.search_val * 100:.2f}%" if pd.notna(r.search_val) else "-"
+            sd = f" ± {r.acc_sd * 100:.2f}" if pd.notna(r.acc_sd) else ""
+            lines.append(
+                f"| {r.student} | {r.role} | {int(r.params):,} | {int(r.size):,} B | {r.latency:.4f} ms | "
+                f"{r.latency_b256:.3f} ms | {val} | {r.acc * 100:.2f}%{sd} | {r.acc_torch * 100:.2f}% |"
+            )
+        lines += ["", f"Against the defaults (int8 test accuracy, mean of {int(mine['seeds'].max())} seeds):", ""]
+        lines += dominance(table, teacher)
+        lines.append("")
+    teachers = list(rows["teacher"].unique())
+    if len(teachers) > 1:
+        lines += ["## Does the best student depend on the teacher?", ""]
+        fronts = {t: set(table[(table["teacher"] == t) & (table["role"] != "default")]["student"]) for t in teachers}
+        for t in teachers:
+            chosen = table[(table["teacher"] == t) & (table["role"] == "chosen")]["student"].tolist()
+            lines.append(f"- {t}: front {', '.join(sorted(fronts[t]))}; chosen {', '.join(chosen) or 'none'}.")
+        shared = set.intersection(*fronts.values())
+        lines.append(f"- On every front: {', '.join(sorted(shared)) or 'no student'}.")
+        lines.append("")
+    write_text(reports / "search.md", "\n".join(lines))
+    print(f"search_report: -> {reports / 'search.md'}")
