@@ -46,8 +46,7 @@ def data_section(frame: pd.DataFrame) -> list[str]:
         "ImageFolders of 224x224 RGB JPEGs made from Fashion-MNIST (`python benchmarks/scale_data.py --idx "
         "/usr/share/datasets/fashion-mnist --counts 10000 50000`; small CNN teacher, MLP student, 2 views, one "
         "epoch). Peak resident memory of each stage's process, wall time on 2 cores. Target: under 3 GB, flat in "
-        "the number of images; `prepare` within 1.5x of PIL alone decoding and resizing the same files. "
-        "Measured before training batches of data on disk came from DataLoader workers (commit d03a6b3).",
+        "the number of images; `prepare` within 1.5x of PIL alone decoding and resizing the same files.",
         "",
         "| images | JPEG on disk | as float32 | PIL alone | prepare | prepare / PIL | train_teacher | build_transfer "
         "| distill |",
