@@ -35,6 +35,30 @@ SHARD = "shard-{:05d}.safetensors"
 SHARD_BYTES = 64 << 20  # a shard holds about this many bytes of samples
 
 
+def write_shard(path: Path, x: torch.Tensor, y: torch.Tensor) -> str:
+    """Writes one shard (samples `x` (N, H, W, C), labels `y` (N,)) and returns the sha256 of its samples and
+    labels, in order. Whoever decoded the samples writes them: a prepare worker, or the one process."""
+    from safetensors.torch import save_file
+
+    x, y = x.contiguous(), y.to(torch.int64).contiguous()
+    digest = hashlib.sha256()
+    digest.update(x.numpy().data)
+    digest.update(y.numpy().data)
+    save_file({"x": x, "y": y}, str(path))
+    canonical_safetensors_header(path)
+    return digest.hexdigest()
+
+
+def split_digest(shard_digests: list[str]) -> str:
+    """A split's sha256: over its shards' digests in order (each over its samples and labels)."""
+    return hashlib.sha256("".join(shard_digests).encode()).hexdigest()
+
+
+def samples_per_shard(sample_shape: tuple[int, ...], dtype: torch.dtype) -> int:
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return max(1, SHARD_BYTES // max(1, int(np.prod(sample_shape)) * itemsize))
+
+
 class ShardWriter:
     """Appends samples to a split directory, one shard file at a time (at most one shard in memory)."""
 
@@ -44,27 +68,23 @@ class ShardWriter:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.dtype = dtype
         self.sample_shape = tuple(sample_shape)
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        self.per_shard = max(1, SHARD_BYTES // max(1, int(np.prod(sample_shape)) * itemsize))
+        self.per_shard = samples_per_shard(sample_shape, dtype)
         self._x: list[torch.Tensor] = []
         self._y: list[torch.Tensor] = []
         self._pending = 0
         self.shards = 0
         self.count = 0
-        self._digest = hashlib.sha256()  # of the samples and labels in order, as they are added
+        self.digests: list[str] = []
 
     def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Adds a chunk of samples (N, ...) with their labels (N,); writes every shard that fills."""
         if x.dtype != self.dtype:
             raise ValueError(f"shard samples are {self.dtype}, got {x.dtype}")
-        x, y = x.contiguous(), y.to(torch.int64).contiguous()
-        self._digest.update(x.numpy().data)
-        self._digest.update(y.numpy().data)
         start = 0
         while start < len(x):
             take = min(len(x) - start, self.per_shard - self._pending)
-            self._x.append(x if take == len(x) else x[start : start + take].contiguous())
-            self._y.append(y if take == len(y) else y[start : start + take].contiguous())
+            self._x.append(x if take == len(x) else x[start : start + take])
+            self._y.append(y if take == len(y) else y[start : start + take])
             self._pending += take
             start += take
             if self._pending == self.per_shard:
@@ -73,23 +93,19 @@ class ShardWriter:
     def _flush(self, final: bool = False) -> None:
         if not self._pending and not (final and self.shards == 0):
             return  # (an empty split still gets one empty shard: DVC and git keep no empty directory)
-        from safetensors.torch import save_file
-
-        path = self.directory / SHARD.format(self.shards)
         if not self._x:
             self._x = [torch.zeros((0, *self.sample_shape[1:], self.sample_shape[0]), dtype=self.dtype)]
             self._y = [torch.zeros(0, dtype=torch.int64)]
         x = self._x[0] if len(self._x) == 1 else torch.cat(self._x)  # a whole chunk is written as it came
         y = self._y[0] if len(self._y) == 1 else torch.cat(self._y)
-        save_file({"x": x, "y": y}, str(path))
-        canonical_safetensors_header(path)
+        self.digests.append(write_shard(self.directory / SHARD.format(self.shards), x, y))
         self.shards += 1
         self.count += len(y)
         self._x, self._y, self._pending = [], [], 0
 
     def sha256(self) -> str:
-        """sha256 over every sample and label added, in order (what the split holds, not how it is sharded)."""
-        return self._digest.hexdigest()
+        """The split's digest (split_digest of its shards')."""
+        return split_digest(self.digests)
 
     def close(self) -> int:
         """Writes the last, partly filled shard; returns the number of samples written."""

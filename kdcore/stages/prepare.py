@@ -1,15 +1,17 @@
 """prepare: read the source, split it by seed, write each split as shards, check it, write a manifest.
 
 Samples are read by index (kdcore.data.sources.open_source: image folders decoded one image at a
-time, IDX files memory-mapped) and written in chunks to shards (kdcore.data.shards), so memory does
-not grow with the number of samples. Each sample is decoded once: the teacher split's per-channel
-statistics and every sample's checks are gathered as its shard is written. Shards hold the samples
+time, IDX files memory-mapped) a shard at a time (kdcore.data.shards), so memory does not grow with the
+number of samples. Each sample is decoded once, by the process that writes its shard (data.workers
+processes for image folders): the teacher split's per-channel statistics and every sample's checks are
+gathered there, and only they come back. Shards hold the samples
 as they come (uint8 pixels, or float32); the normalisation is applied when batches are read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,7 +21,7 @@ from tqdm import tqdm
 from kdcore.artifacts import atomic_dir, atomic_path, write_json
 from kdcore.config import Params
 from kdcore.data.readers import SourceReader, open_source
-from kdcore.data.shards import SHARD_BYTES, ShardWriter
+from kdcore.data.shards import SHARD, samples_per_shard, split_digest, write_shard
 from kdcore.data.sources import DataHeader
 from kdcore.data.splits import SPLITS, published_test_rows, split_rows
 from kdcore.data.validate import Check, validate_or_fail
@@ -109,44 +111,93 @@ class ChannelStats:
         self.high = torch.maximum(self.high, other.high)
 
 
-def measured_chunk(reader: SourceReader, rows: np.ndarray, channels: int | None):
-    """(samples as stored, their checks' statistics, the chunk's channel statistics when `channels`):
-    all a chunk needs from whoever decodes it."""
-    raw = reader.read(rows)
+ShardTask = tuple[str, int, np.ndarray, int | None]  # (split, shard number, source rows, channels to measure)
+
+
+def shard_tasks(index: dict[str, np.ndarray], per_shard: int, channels: int) -> list[ShardTask]:
+    """Every shard of every split, in order; the teacher split's shards measure the normalisation's
+    statistics. An empty split gets one empty shard (DVC and git keep no empty directory)."""
+    tasks = []
+    for split in SPLITS:
+        rows = index[split]
+        measure = channels if split == "teacher_train" else None
+        starts = range(0, len(rows), per_shard) if len(rows) else [0]
+        tasks += [(split, k, rows[first : first + per_shard], measure) for k, first in enumerate(starts)]
+    return tasks
+
+
+def prepared_shard(reader: SourceReader, labels: torch.Tensor, staged: Path, task: ShardTask):
+    """Decodes a shard's samples, writes the shard, and returns (split, number, its digest, its samples'
+    checks, its channel statistics): all the main process needs, none of the samples."""
+    split, number, rows, channels = task
+    if len(rows):
+        raw = reader.read(rows)
+    else:
+        c, h, w = reader.header.input_shape
+        raw = torch.zeros((0, h, w, c), dtype=reader.dtype)
     partial = None
-    if channels is not None:
+    if channels is not None and len(rows):
         partial = ChannelStats(channels)
         partial.add(raw)
-    return raw, sample_stats(raw), partial
+    digest = write_shard(staged / split / SHARD.format(number), raw, labels[torch.from_numpy(rows)])
+    checks = sample_stats(raw) if len(rows) else None
+    return split, number, digest, checks, partial
 
 
-def read_chunks(reader: SourceReader, chunks: list[tuple[np.ndarray, int | None]], workers: int) -> Iterator:
-    """measured_chunk of each (rows, channels) in order; decoded and measured by `workers` processes
-    when the reader decodes files (an image folder), so that work runs on every core while this
-    process writes."""
-    if workers == 0 or not reader.decodes or len(chunks) < 2:
-        for rows, channels in chunks:
-            yield measured_chunk(reader, rows, channels)
+def prepared_shards(
+    reader: SourceReader, labels: torch.Tensor, staged: Path, tasks: list[ShardTask], workers: int
+) -> Iterator:
+    """prepared_shard of each task, in order: in `workers` processes when the reader decodes files (an image
+    folder), so decoding, hashing and writing run on every core and only small results come back; once the
+    workers run, the data checks' library is imported beside them (it takes seconds)."""
+    if workers == 0 or not reader.decodes or len(tasks) < 2:
+        for task in tasks:
+            yield prepared_shard(reader, labels, staged, task)
         return
+    import threading
+
     from torch.utils.data import DataLoader
 
-    loader = DataLoader(_Chunks(reader, chunks), batch_size=None, num_workers=workers, prefetch_factor=2)
-    for item in loader:
+    loader = DataLoader(_Shards(reader, labels, staged, tasks), batch_size=None, num_workers=workers,
+                        prefetch_factor=2, worker_init_fn=keep_freed_memory)  # fmt: skip
+    items = iter(loader)  # the workers are forked here, before any thread of this process starts
+    threading.Thread(target=preload_checks, name="kdflow-import", daemon=True).start()
+    for item in items:
         if isinstance(item, KdflowError):  # a worker's one-line error, raised here as it was raised there
             raise item
         yield item
 
 
-class _Chunks(torch.utils.data.Dataset):
-    def __init__(self, reader: SourceReader, chunks: list[tuple[np.ndarray, int | None]]) -> None:
-        self.reader, self.chunks = reader, chunks
+def keep_freed_memory(_worker: int = 0) -> None:
+    """Asks glibc to keep freed memory for reuse, in a decoding worker: every image and shard buffer is
+    large enough to be mapped fresh by default, and the page faults and zeroing of ~3 buffers per image
+    cost a third of decoding's time in the kernel. Elsewhere (not glibc) nothing changes."""
+    import contextlib
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 28)  # M_MMAP_THRESHOLD: heap, not fresh mappings, below 256 MiB
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of freed heap
+
+
+def preload_checks() -> None:
+    import contextlib
+
+    with contextlib.suppress(Exception):  # the checks import it again and report any failure themselves
+        import great_expectations  # noqa: F401
+
+
+class _Shards(torch.utils.data.Dataset):
+    def __init__(self, reader: SourceReader, labels: torch.Tensor, staged: Path, tasks: list[ShardTask]) -> None:
+        self.reader, self.labels, self.staged, self.tasks = reader, labels, staged, tasks
 
     def __len__(self) -> int:
-        return len(self.chunks)
+        return len(self.tasks)
 
     def __getitem__(self, i: int):
         try:
-            return measured_chunk(self.reader, *self.chunks[i])
+            return prepared_shard(self.reader, self.labels, self.staged, self.tasks[i])
         except KdflowError as err:  # returned, not raised: DataLoader would wrap it in a worker traceback
             return err
 
@@ -231,9 +282,6 @@ def check_learnable(header: DataHeader, ids: list[str], where: str, min_class_fr
             )
 
 
-CHUNK_BYTES = SHARD_BYTES  # samples decoded at a time (one shard): memory stays flat in the number of samples
-
-
 def run(params: Params) -> None:
     cfg = params.data
     out = params.paths.prepared
@@ -245,29 +293,27 @@ def run(params: Params) -> None:
     sizes = cfg.splits.model_dump()
     index = split_rows(header.labels, sizes, params.seed, published_test_rows(header, cfg.published_test, where))
     num_classes, shape = len(header.class_names), header.input_shape
-    itemsize = torch.empty((), dtype=reader.dtype).element_size()
-    chunk = max(1, CHUNK_BYTES // (int(np.prod(shape)) * itemsize))
+    tasks = shard_tasks(index, samples_per_shard(shape, reader.dtype), shape[0])
 
-    # one pass, one decode per sample: shards written a chunk at a time, the teacher split's statistics
-    # and each sample's checks gathered on the way; the directory replaces the earlier one only whole
+    # one pass, one decode per sample: each shard decoded, checked, measured and written by whoever decodes
+    # it; the directory replaces the earlier one only whole
     with atomic_dir(out) as staged:
-        stats, parts, hashes = ChannelStats(shape[0]), [], {}
+        stats, parts, digests = ChannelStats(shape[0]), [], {split: [] for split in SPLITS}
+        for split in SPLITS:
+            (staged / split).mkdir(parents=True, exist_ok=True)
         bar = tqdm(  # on a terminal only (disable=None): logs and captured output stay free of bars
             total=sum(len(index[s]) for s in SPLITS), desc="prepare", unit="sample", mininterval=1.0, disable=None
         )
-        for split in SPLITS:
-            writer = ShardWriter(staged / split, shape, reader.dtype)
-            channels = shape[0] if split == "teacher_train" else None  # the normalisation's statistics
-            chunks = [(index[split][first : first + chunk], channels) for first in range(0, len(index[split]), chunk)]
-            for (rows, _), (raw, checks, partial) in zip(chunks, read_chunks(reader, chunks, cfg.workers), strict=True):
-                writer.add(raw, header.labels[torch.from_numpy(rows)])
-                if partial is not None:
-                    stats.merge(partial)
+        results = prepared_shards(reader, header.labels, staged, tasks, cfg.workers)
+        for (split, _, rows, _), (_, _, digest, checks, partial) in zip(tasks, results, strict=True):
+            digests[split].append(digest)
+            if partial is not None:
+                stats.merge(partial)
+            if checks is not None:
                 parts.append(pd.DataFrame({"row": rows, "split": split, **checks}))
-                bar.update(len(rows))
-            writer.close()
-            hashes[split] = writer.sha256()
+            bar.update(len(rows))
         bar.close()
+        hashes = {split: split_digest(digests[split]) for split in SPLITS}
         manifest = pd.concat(parts, ignore_index=True)
         labels = header.labels[torch.as_tensor(manifest["row"].to_numpy(dtype=np.int64, copy=True))]
         manifest.insert(0, "sample_id", [reader.ids[i] for i in manifest["row"].tolist()])
