@@ -140,6 +140,7 @@ def test_real_pipeline_completes_commits_and_publishes(prefect_server, tmp_path:
             "export",
             "quantize",
             "update",
+            "search_student",
         ]
     )
     assert all(s["ran"] for s in result["stages"])

@@ -33,7 +33,7 @@ def test_repro_change_one_param_and_diff(repo: Path) -> None:
         "distill",
         "train_student_scratch",
     )
-    assert set(lock) == {"check_params", *stages, "export", "quantize", "evaluate", "update"}
+    assert set(lock) == {"check_params", *stages, "export", "quantize", "evaluate", "update", "search_student"}
     assert "Data and pipelines are up to date" in sh(repo, "dvc", "status").stdout
     summary = json.loads((repo / "metrics/summary.json").read_text())
     shipped = {f"student_kd_{kind}" for kind in ("onnx", "int8", "int8_pt2e", "int4")}  # QAT off: repo_raw()
