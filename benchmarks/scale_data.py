@@ -10,7 +10,8 @@ tinted per class, one directory per class; made once, then reused) is prepared b
 transfer image and an MLP student (one epoch): the content does not matter here, the sizes do. Each
 stage's peak resident memory (the process's ru_maxrss) and wall time are measured. The baseline,
 measured in the same run: PIL alone decoding and resizing the same files in one process, as prepare
-must. Prints one row per count and writes them to --out.
+must. Prints one row per count and writes them to --out; with --stages, the stages left out keep the
+figures --out already holds.
 """
 
 from __future__ import annotations
@@ -133,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(rows[-1], flush=True)
     frame = pd.DataFrame(rows)
+    if args.out.is_file():  # stages not measured this time keep their earlier figures
+        earlier = pd.read_csv(args.out).set_index("images")
+        frame = frame.set_index("images").combine_first(earlier).reset_index()[earlier.reset_index().columns]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(args.out, index=False)
     print(frame.to_string(index=False))

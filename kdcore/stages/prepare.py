@@ -158,9 +158,11 @@ def prepared_shards(
 
     from torch.utils.data import DataLoader
 
-    loader = DataLoader(_Shards(reader, labels, staged, tasks), batch_size=None, num_workers=workers,
-                        prefetch_factor=2, worker_init_fn=keep_freed_memory)  # fmt: skip
-    items = iter(loader)  # the workers are forked here, before any thread of this process starts
+    from kdcore.batches import worker_context
+
+    loader = DataLoader(_Shards(reader, labels, staged, tasks), batch_size=None, num_workers=workers, prefetch_factor=2,
+                        worker_init_fn=keep_freed_memory, multiprocessing_context=worker_context())  # fmt: skip
+    items = iter(loader)  # the workers start here, before any thread of this process does
     threading.Thread(target=preload_checks, name="kdflow-import", daemon=True).start()
     for item in items:
         if isinstance(item, KdflowError):  # a worker's one-line error, raised here as it was raised there
