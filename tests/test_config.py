@@ -202,3 +202,11 @@ def test_bare_yaml_on_and_off_are_the_gpu_switches_words() -> None:
     raw.update(yaml.safe_load("gpu: {amp: on}"))  # autocast needs a dtype: on is not one
     with pytest.raises(ConfigError, match="gpu.amp"):
         parse_params(raw)
+
+
+def test_every_path_dvc_yaml_interpolates_is_in_params_yaml() -> None:
+    import re
+
+    named = set(re.findall(r"\$\{paths\.(\w+)\}", (ROOT / "dvc.yaml").read_text()))
+    written = set(yaml.safe_load((ROOT / "params.yaml").read_text())["paths"])
+    assert named and named <= written, f"dvc.yaml names paths params.yaml lacks: {sorted(named - written)}"
