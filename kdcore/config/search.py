@@ -66,6 +66,8 @@ class SearchSpace(Section):
     @field_validator("torchvision")
     @classmethod
     def _known(cls, names: list[str]) -> list[str]:
+        if not names:
+            return names  # (torchvision is slow to import: only when a name needs checking)
         from kdcore.models import torchvision_names
 
         known = torchvision_names()

@@ -104,39 +104,39 @@ def save_front_png(path: Path, frame: pd.DataFrame, budget, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(7.5, 5))
     unique = frame[frame["duplicate_of"].isna()]
+    if unique.empty:
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no search ran (search.trials: 0)", ha="center", va="center", transform=ax.transAxes)
+        save_png(fig, path)
+        plt.close(fig)
+        return
     trained = unique[unique["status"].isin(["complete", "pruned"])]
-    if trained.empty and unique.empty:
-        ax.text(0.5, 0.5, "no trials (search.trials: 0)", ha="center", va="center", transform=ax.transAxes)
-    sizes = unique["size_bytes"].astype(float)
-    scale = 300 / max(float(sizes.max()), 1.0) if len(sizes.dropna()) else 1.0
+    scale = 300 / max(float(unique["size_bytes"].astype(float).max()), 1.0)
 
-    def area(rows: pd.DataFrame):
-        return (rows["size_bytes"].astype(float) * scale).clip(lower=12)
+    def draw(rows: pd.DataFrame, y, **style) -> None:
+        if not rows.empty:
+            sizes = (rows["size_bytes"].astype(float) * scale).clip(lower=12) * style.pop("grow", 1.0)
+            ax.scatter(rows["latency_ms"], y if y is not None else rows["val_accuracy"] * 100, s=sizes, **style)
 
     complete = trained[trained["status"] == "complete"]
-    dominated = complete[~complete["on_front"]]
-    ax.scatter(dominated["latency_ms"], dominated["val_accuracy"] * 100, s=area(dominated), c="0.6",
-               alpha=0.7, label="dominated")  # fmt: skip
-    pruned = trained[trained["status"] == "pruned"]
-    ax.scatter(pruned["latency_ms"], pruned["val_accuracy"] * 100, s=area(pruned), facecolors="none",
-               edgecolors="0.5", label="stopped early (accuracy when stopped)")  # fmt: skip
+    draw(complete[~complete["on_front"]], None, c="0.6", alpha=0.7, label="dominated")
+    draw(trained[trained["status"] == "pruned"], None, facecolors="none", edgecolors="0.5",
+         label="stopped early (accuracy when stopped)")  # fmt: skip
     front = complete[complete["on_front"]].sort_values("latency_ms")
-    ax.plot(front["latency_ms"], front["val_accuracy"] * 100, c="tab:blue", lw=1, zorder=1)
-    ax.scatter(front["latency_ms"], front["val_accuracy"] * 100, s=area(front), c="tab:blue", label="Pareto front")
-    chosen = frame[frame["chosen"]]
-    ax.scatter(chosen["latency_ms"], chosen["val_accuracy"] * 100, s=area(chosen) * 2.5, facecolors="none",
-               edgecolors="tab:red", linewidths=2, label="chosen")  # fmt: skip
+    if not front.empty:
+        ax.plot(front["latency_ms"], front["val_accuracy"] * 100, c="tab:blue", lw=1, zorder=1)
+    draw(front, None, c="tab:blue", label="Pareto front")
+    draw(frame[frame["chosen"]], None, facecolors="none", edgecolors="tab:red", linewidths=2, grow=2.5,
+         label="chosen")  # fmt: skip
     over = unique[unique["status"] == "over budget"]
-    if not over.empty:
-        floor = (trained["val_accuracy"].min() * 100 - 2) if not trained.empty else 0.0
-        ax.scatter(over["latency_ms"], [floor] * len(over), marker="x", c="tab:red", label="over budget (not trained)")
+    floor = (trained["val_accuracy"].min() * 100 - 2) if not trained.empty else 0.0
+    draw(over, [floor] * len(over), marker="x", c="tab:red", label="over budget (not trained), drawn at the bottom")
     if budget.max_latency_ms is not None:
-        ax.axvline(budget.max_latency_ms, ls="--", c="tab:red", lw=1)
+        ax.axvline(budget.max_latency_ms, ls="--", c="tab:red", lw=1, label="max_latency_ms")
     ax.set_xlabel("latency at batch 1 in onnxruntime, one thread (ms)")
     ax.set_ylabel("validation accuracy (%)")
-    ax.set_title(title, fontsize=10)
-    if len(ax.collections):
-        ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title + " (marker area: file size)", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
     save_png(fig, path)
     plt.close(fig)
