@@ -60,6 +60,19 @@ def data_section(frame: pd.DataFrame) -> list[str]:
             f"{row.build_transfer_s:.0f} s, {row.build_transfer_peak_mb:,} MB | "
             f"{row.distill_s:.1f} s, {row.distill_peak_mb:,} MB |"
         )
+    lines += [
+        "",
+        "Memory stays flat: at most 1.9 GB for any stage, at 10,000 images as at 50,000 (5.6 and 28 GB as "
+        "float32). `prepare` misses its 1.5x: each shard is decoded, checked, hashed and written by one of "
+        "`data.workers` (2) processes, and only its checks and statistics come back, but beside decoding (PIL's "
+        "own time) every image also gets an exact per-channel histogram (the normalisation), per-sample checks, "
+        "sha256 and a write of its uint8 pixels (7.5 GB at 50,000 images): at 50,000 images the stage used 45 s "
+        "of user and 25 s of kernel CPU time on the 2 cores, against PIL's 20 s on one. At 10,000 images the "
+        "fixed start-up (Python, torch, Great Expectations: 4-5 s) dominates, and PIL alone varied from 2.6 to "
+        "5.2 s between identical runs (the file cache), so the ratio there moves between 2.2x and 4x. The "
+        "50,000-image train_teacher and build_transfer times were taken while tests ran beside them (their "
+        "memory is unaffected).",
+    ]
     return [*lines, ""]
 
 
