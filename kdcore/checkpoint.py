@@ -2,9 +2,9 @@
 
 A model directory holds `model.safetensors` (weights, no pickle) and `model.json` (the architecture
 spec, input shape, classes, seed) so it can be rebuilt without the params that made it.
-A training checkpoint adds `state.pt` (optimizer, schedule, RNG, epoch, metric history; loaded with
-`weights_only=True`) and the fingerprint of the run that wrote it: a checkpoint resumes only the
-same run (same config, same data).
+A training checkpoint holds the weights and `state-<epoch>.pt` (optimizer, schedule, RNG, epoch, metric
+history; loaded with `weights_only=True`) of its last finished epoch, and the fingerprint of the run that
+wrote it: a checkpoint resumes only the same run (same config, same data).
 """
 
 from __future__ import annotations
@@ -103,12 +103,22 @@ class TrainingCheckpoint:
         self.directory = Path(directory)
         self.fingerprint = fingerprint
 
+    def files(self, epoch: int) -> tuple[Path, Path]:
+        """The weights and the state of the checkpoint after `epoch`: named by their epoch, so a run killed
+        while it writes the next one's still finds a matching pair."""
+        return self.directory / f"model-{epoch}.safetensors", self.directory / f"state-{epoch}.pt"
+
     def save(self, model: nn.Module, state: dict[str, Any]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        save_with(self.directory / WEIGHTS, lambda tmp: save_model(model, str(tmp)))
-        save_with(self.directory / "state.pt", lambda tmp: torch.save(state, tmp))
-        # written last: a checkpoint without a matching fingerprint is never resumed
+        weights, state_file = self.files(state["epoch"])
+        save_with(weights, lambda tmp: save_model(model, str(tmp)))
+        save_with(state_file, lambda tmp: torch.save(state, tmp))
+        # written last: it names the epoch whose two files are whole; a checkpoint without a matching
+        # fingerprint is never resumed
         write_json(self.directory / "fingerprint.json", {"fingerprint": self.fingerprint, "epoch": state["epoch"]})
+        for old in self.directory.iterdir():
+            if old.name.startswith(("model-", "state-")) and old not in (weights, state_file):
+                old.unlink(missing_ok=True)
 
     def load(self, model: nn.Module) -> dict[str, Any] | None:
         """The saved state if this run's checkpoint exists (loading its weights into `model`), else None."""
@@ -119,10 +129,11 @@ class TrainingCheckpoint:
             saved = json.loads(marker.read_text())
             if saved.get("fingerprint") != self.fingerprint:
                 return None
-            state = torch.load(self.directory / "state.pt", weights_only=True)
+            weights, state_file = self.files(int(saved["epoch"]))
+            state = torch.load(state_file, weights_only=True)
             if state.get("epoch") != saved.get("epoch"):
-                return None  # interrupted between the two writes
-            load_model(model, str(self.directory / WEIGHTS), device="cpu")
+                return None
+            load_model(model, str(weights), device="cpu")
         except Exception as err:  # noqa: BLE001 - pickle, safetensors, torch, JSON: any damage means start over
             self.set_aside(f"{type(err).__name__}: {err}")
             return None

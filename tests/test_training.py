@@ -101,7 +101,7 @@ def test_checkpoint_of_another_run_is_ignored(tmp_path: Path) -> None:
     assert all(torch.equal(p, q) for p, q in zip(weights(uninterrupted), weights(fresh), strict=True))
 
 
-@pytest.mark.parametrize("damage", ["state.pt", "model.safetensors", "fingerprint.json"])
+@pytest.mark.parametrize("damage", ["state-*.pt", "model-*.safetensors", "fingerprint.json"])
 def test_damaged_checkpoint_is_set_aside_and_training_starts_over(tmp_path: Path, damage: str, capsys) -> None:
     base = data()
     checkpoint = TrainingCheckpoint(tmp_path / "ckpt", fingerprint="run-a")
@@ -110,9 +110,29 @@ def test_damaged_checkpoint_is_set_aside_and_training_starts_over(tmp_path: Path
     if damage == "fingerprint.json":
         (tmp_path / "ckpt" / damage).write_text('{"fingerprint": "ru')  # cut off mid-write
     else:
-        (tmp_path / "ckpt" / damage).write_bytes(b"\x80\x04garbage")  # pickle protocol header, then junk
+        (damaged,) = (tmp_path / "ckpt").glob(damage)  # the last epoch's file
+        damaged.write_bytes(b"\x80\x04garbage")  # pickle protocol header, then junk
     uninterrupted, _ = train()
     resumed, _ = train(checkpoint)
     assert all(torch.equal(p, q) for p, q in zip(weights(uninterrupted), weights(resumed), strict=True))
     assert "damaged checkpoint moved to" in capsys.readouterr().err
     assert (tmp_path / "ckpt.damaged").is_dir()  # kept for a look, out of the way of the next run
+
+
+def test_a_kill_between_the_weights_and_the_state_resumes_the_last_whole_epoch(tmp_path: Path) -> None:
+    from safetensors.torch import save_model
+
+    checkpoint = TrainingCheckpoint(tmp_path / "ckpt", fingerprint="run-a")
+    first, second = fresh_model(), fresh_model()
+    with torch.no_grad():
+        for p in second.parameters():
+            p.add_(1.0)
+    checkpoint.save(first, {"epoch": 0})
+    weights_of_next, _ = checkpoint.files(1)
+    save_model(second, str(weights_of_next))  # killed here: epoch 1's state and fingerprint never written
+    loaded = fresh_model()
+    with torch.no_grad():
+        for p in loaded.parameters():
+            p.zero_()
+    assert checkpoint.load(loaded) == {"epoch": 0}
+    assert all(torch.equal(p, q) for p, q in zip(weights(loaded), weights(first), strict=True))
