@@ -76,6 +76,9 @@ def test_a_bad_space_names_its_key() -> None:
     raw["search"]["space"]["torchvision"] = ["resnet_nine"]
     with pytest.raises(ConfigError, match=r"search.space.torchvision.*resnet_nine"):
         parse_params(raw)
+    raw = search_raw(Path("/tmp/x"), storage="notaurl")
+    with pytest.raises(ConfigError, match=r"search.storage: 'notaurl' is not a database URL"):
+        parse_params(raw)
     raw = search_raw(Path("/tmp/x"), prune_after=5)
     with pytest.raises(ConfigError, match=r"search.prune_after \(5\) is above search.epochs \(3\)"):
         parse_params(raw)

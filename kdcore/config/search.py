@@ -121,6 +121,22 @@ class SearchConfig(Section):
     choose: SearchChoice = SearchChoice()
     space: SearchSpace = SearchSpace()
 
+    @field_validator("storage")
+    @classmethod
+    def _database_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return url
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(url)
+        except ArgumentError:
+            raise ValueError(
+                f"{url!r} is not a database URL (sqlite:///path/study.db, postgresql://user@host/db, ...)"
+            ) from None
+        return url
+
     @model_validator(mode="after")
     def _prune_within_epochs(self) -> SearchConfig:
         if self.prune_after > self.epochs:
