@@ -148,9 +148,6 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copyfile(
                 args.work / teacher / "models/search/trials.csv", args.reports / f"search_trials_{teacher}.csv"
             )
-            shutil.copyfile(
-                args.work / teacher / "plots/search_front.png", args.reports / f"search_front_{teacher}.png"
-            )
             metrics = json.loads((args.work / teacher / "metrics/search.json").read_text())["search"]
             timings = json.loads((args.work / teacher / "metrics/timings/search.json").read_text())["search"]
             meta[teacher] = {"search_seconds": seconds, **metrics, **timings}

@@ -54,7 +54,15 @@ def dominance(table: pd.DataFrame, teacher: str) -> list[str]:
 
 
 def write_report(reports: Path, search_cfg: dict, trials: int) -> None:
+    from kdcore.config.search import SearchBudget
+    from kdcore.search.results import save_front_png
+
     rows = pd.read_csv(reports / "search.csv")
+    for teacher in rows["teacher"].unique():  # each search's front, drawn from its trials
+        frame = pd.read_csv(reports / f"search_trials_{teacher}.csv")
+        chosen = frame[frame["chosen"]]["student"].tolist()
+        title = f"student search, teacher {teacher}: {len(frame)} trials, chosen {', '.join(chosen) or 'none'}"
+        save_front_png(reports / f"search_front_{teacher}.png", frame, SearchBudget(**search_cfg["budget"]), title)
     meta = json.loads((reports / "search_meta.json").read_text())
     table = per_student(rows)
     budget = {k: v for k, v in search_cfg["budget"].items() if v is not None}

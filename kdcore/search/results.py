@@ -93,8 +93,9 @@ def saved_by_pruning(frame: pd.DataFrame, epochs: int) -> dict[str, float]:
 
 
 def save_front_png(path: Path, frame: pd.DataFrame, budget, title: str) -> None:
-    """Validation accuracy against latency at batch 1, marker area by file size: the front joined by a line,
-    other feasible trials in grey, pruned ones hollow, over-budget ones as crosses at the bottom."""
+    """Validation accuracy against latency at batch 1, marker area by file size: the front (of accuracy,
+    latency and size) in blue, other feasible trials in grey, pruned ones hollow, over-budget ones as crosses
+    at the bottom."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,15 +123,14 @@ def save_front_png(path: Path, frame: pd.DataFrame, budget, title: str) -> None:
     draw(complete[~complete["on_front"]], None, c="0.6", alpha=0.7, label="dominated")
     draw(trained[trained["status"] == "pruned"], None, facecolors="none", edgecolors="0.5",
          label="stopped early (accuracy when stopped)")  # fmt: skip
-    front = complete[complete["on_front"]].sort_values("latency_ms")
-    if not front.empty:
-        ax.plot(front["latency_ms"], front["val_accuracy"] * 100, c="tab:blue", lw=1, zorder=1)
-    draw(front, None, c="tab:blue", label="Pareto front")
+    draw(complete[complete["on_front"]], None, c="tab:blue", label="Pareto front (accuracy, latency, size)")
     draw(frame[frame["chosen"]], None, facecolors="none", edgecolors="tab:red", linewidths=2, grow=2.5,
          label="chosen")  # fmt: skip
     over = unique[unique["status"] == "over budget"]
     floor = (trained["val_accuracy"].min() * 100 - 2) if not trained.empty else 0.0
-    draw(over, [floor] * len(over), marker="x", c="tab:red", label="over budget (not trained), drawn at the bottom")
+    if not over.empty:
+        ax.scatter(over["latency_ms"], [floor] * len(over), s=30, marker="x", c="tab:red",
+                   label="over budget (not trained), drawn at the bottom")  # fmt: skip
     if budget.max_latency_ms is not None:
         ax.axvline(budget.max_latency_ms, ls="--", c="tab:red", lw=1, label="max_latency_ms")
     ax.set_xlabel("latency at batch 1 in onnxruntime, one thread (ms)")
