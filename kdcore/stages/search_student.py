@@ -139,7 +139,8 @@ def write_outputs(params: Params, study, name: str | None, info: dict) -> None:
     counts = frame["status"].value_counts().to_dict()
     summary.update({f"trials_{k.replace(' ', '_')}": int(v) for k, v in sorted(counts.items())})
     summary.update(saved_by_pruning(frame, cfg.epochs))
-    seconds = float(frame["train_seconds"].fillna(0).sum()) if len(frame) else 0.0
+    trained = frame[frame["duplicate_of"].isna()]  # a repeated architecture reused its result: no seconds
+    seconds = float(trained["train_seconds"].fillna(0).sum()) if len(trained) else 0.0
     paths.search.mkdir(parents=True, exist_ok=True)
     write_text(paths.search / "trials.csv", frame.to_csv(index=False, float_format="%.6g"))
     write_text(paths.search / "student.yaml", student)
