@@ -142,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
         args.work.mkdir(parents=True, exist_ok=True)
         rows = pd.read_csv(csv).to_dict("records") if csv.is_file() else []
         have = {(r["teacher"], r["spec"], r["seed"]) for r in rows}
-        meta = {}
         for teacher in args.teachers:
             trials, seconds = search(args.work, teacher, args.trials, print)
             shutil.copyfile(
@@ -150,7 +149,11 @@ def main(argv: list[str] | None = None) -> int:
             )
             metrics = json.loads((args.work / teacher / "metrics/search.json").read_text())["search"]
             timings = json.loads((args.work / teacher / "metrics/timings/search.json").read_text())["search"]
+            meta_path = args.reports / "search_meta.json"  # written at once: a cut run still reports its searches
+            meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
             meta[teacher] = {"search_seconds": seconds, **metrics, **timings}
+            with atomic_path(meta_path) as tmp:
+                tmp.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
             front = trials[trials["on_front"]]
             students = [(r.student, json.loads(r.spec), "chosen" if r.chosen else "front", r.val_accuracy)
                         for r in front.itertuples()]  # fmt: skip
@@ -169,10 +172,6 @@ def main(argv: list[str] | None = None) -> int:
                           f"{row['size_bytes_int8']:,} bytes, {row['latency_ms_int8']:.4f} ms", flush=True)  # fmt: skip
                     with atomic_path(csv) as tmp:
                         pd.DataFrame(rows, columns=COLUMNS).to_csv(tmp, index=False)
-        meta_path = args.reports / "search_meta.json"
-        old = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-        with atomic_path(meta_path) as tmp:
-            tmp.write_text(json.dumps({**old, **meta}, indent=1, sort_keys=True) + "\n")
     from benchmarks.search_report import write_report
 
     write_report(args.reports, yaml.safe_load((ROOT / "params.yaml").read_text())["search"], args.trials)
