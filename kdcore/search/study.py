@@ -3,12 +3,13 @@ tell the result. The study lives in a database (SQLite under paths.work by defau
 `search.storage`), so a killed search resumes where it stopped and several workers can share one study.
 
 Form of the search: one objective, the validation accuracy of the distilled student, maximised by TPE under
-the budget as constraints (`constraints_func`); the Pareto front of accuracy, latency and size is read off
-the finished trials afterwards. One objective, because Optuna's pruners (the multi-fidelity part: a trial
-whose validation accuracy trails the others' at the same epoch stops early) serve single-objective studies
-only, and because the chosen student is by default the most accurate one within the budget, which is this
-objective. Latency and size depend on the architecture alone, so they are measured before training, and a
-student over budget is told to Optuna at once with its constraint violations and never trained.
+the budget as constraints (`Trial.set_constraint`, one per budget); the Pareto front of accuracy, latency
+and size is read off the finished trials afterwards. One objective, because Optuna's pruners (the multi-
+fidelity part: a trial whose validation accuracy trails the others' at the same epoch stops early) serve
+single-objective studies only, and because the chosen student is by default the most accurate one within the
+budget, which is this objective. Latency and size depend on the architecture alone, so they are measured
+before training, and a student over budget is told to Optuna at once with its constraint violations and
+never trained.
 
 Reproducible: the sampler of the n-th finished trial is seeded by (seed, n), so what a trial draws depends on
 the finished trials only, also after a resume; every trial trains with the same seed. Latency is measured,
@@ -37,8 +38,6 @@ from kdcore.search.space import arch_key, describe, suggest
 from kdcore.training import fit
 
 FINISHED = ("COMPLETE", "PRUNED")
-HEARTBEAT_S = 60  # a trial whose worker sent no heartbeat for GRACE_S is failed by the next worker that starts
-GRACE_S = 180
 
 
 @dataclass
@@ -73,22 +72,18 @@ def study_name(defining: dict) -> str:
 
 
 def open_study(url: str, name: str, cfg, only_worker: bool):
-    """The study, created or loaded. With one worker, trials left running by a killed search are failed at
-    once (they are not running); with several, by their missing heartbeat (GRACE_S)."""
+    """The study, created or loaded. The only worker (the stage itself, run after any others) fails the trials
+    a killed search left running: they are not. Workers beside others leave them (they may be running)."""
     import optuna
-    from optuna.storages import RDBStorage
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
     study = optuna.create_study(
-        storage=storage, study_name=name, direction="maximize", load_if_exists=True, pruner=make_pruner(cfg)
+        storage=url, study_name=name, direction="maximize", load_if_exists=True, pruner=make_pruner(cfg)
     )
     if only_worker:
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             study.tell(trial.number, state=TrialState.FAIL)
-    else:
-        optuna.storages.fail_stale_trials(study)
     return study
 
 
@@ -108,8 +103,6 @@ def make_sampler(cfg, seed: int, finished: int):
     return optuna.samplers.TPESampler(
         seed=(seed * 1_000_003 + finished) % 2**32,
         n_startup_trials=cfg.startup_trials,
-        constraints_func=lambda trial: trial.user_attrs.get("constraints", [0.0]),
-        warn_independent_sampling=False,
     )
 
 
@@ -151,6 +144,8 @@ def run_one(study, trial, cfg, data: TrialData, int8: bool, latency: tuple[int, 
         for key in ("cost", "constraints", "status", "epochs", "train_seconds"):
             if key in same.user_attrs:
                 trial.set_user_attr(key, same.user_attrs[key])
+        for key, value in (same.constraints or {}).items():
+            trial.set_constraint(key, value)
         trial.set_user_attr("duplicate_of", same.number)
         for step, value in same.intermediate_values.items():
             trial.report(value, step)
@@ -166,6 +161,8 @@ def run_one(study, trial, cfg, data: TrialData, int8: bool, latency: tuple[int, 
     over = violations(cost, cfg.budget)
     trial.set_user_attr("cost", cost)
     trial.set_user_attr("constraints", list(over.values()) or [0.0])
+    for key, value in over.items():  # above 0: violated (the samplers keep infeasible trials behind)
+        trial.set_constraint(key, value)
     costs = f"{cost['latency_ms']:.3f} ms, {int(cost['size_bytes']):,} bytes, {int(cost['params']):,} parameters"
     if any(v > 0 for v in over.values()):
         trial.set_user_attr("status", "over budget")
