@@ -4,8 +4,8 @@ tell the result. The study lives in a database (SQLite under paths.work by defau
 
 Form of the search: one objective, the validation accuracy of the distilled student, maximised by TPE under
 the budget as constraints (`Trial.set_constraint`, one per budget); the Pareto front of accuracy, latency
-and size is read off the finished trials afterwards. One objective, because Optuna's pruners (the multi-
-fidelity part: a trial whose validation accuracy trails the others' at the same epoch stops early) serve
+and size is read off the finished trials afterwards. One objective, because Optuna's pruners (the
+multi-fidelity part: a trial whose validation accuracy trails the others' at the same epoch stops early) serve
 single-objective studies only, and because the chosen student is by default the most accurate one within the
 budget, which is this objective. Latency and size depend on the architecture alone, so they are measured
 before training, and a student over budget is told to Optuna at once with its constraint violations and
