@@ -99,7 +99,7 @@ class SearchChoice(Section):
 
 class SearchConfig(Section):
     trials: NonNegativeInt = Field(
-        default=0, description="Trials in the study; 0: no search (the stage writes an empty result)."
+        default=0, description="Distinct students to measure (a repeated draw reuses a result); 0: no search."
     )
     epochs: PositiveInt = Field(default=8, description="Most epochs a trial trains (student.train otherwise).")
     pruner: Literal["median", "halving", "none"] = Field(

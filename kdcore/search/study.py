@@ -38,6 +38,7 @@ from kdcore.search.space import arch_key, describe, suggest
 from kdcore.training import fit
 
 FINISHED = ("COMPLETE", "PRUNED")
+REPEATS_CAP = 10  # draws per wanted student before a search stops looking for new ones
 
 
 @dataclass
@@ -110,25 +111,35 @@ def finished_trials(study) -> list:
     return [t for t in study.get_trials(deepcopy=False) if t.state.name in FINISHED]
 
 
+def distinct(trials: list) -> int:
+    """Finished trials that measured an architecture of their own (not a repeat of an earlier one)."""
+    return sum("duplicate_of" not in t.user_attrs for t in trials)
+
+
 def run_trials(study, cfg, data: TrialData, int8: bool, latency: tuple[int, int], log=print) -> int:
-    """Adds trials until the study holds `cfg.trials` finished ones; returns how many this call ran."""
+    """Adds trials until the study holds `cfg.trials` finished ones of distinct architectures (a repeat costs
+    nothing and does not count), or until REPEATS_CAP x trials draws in all (a space with fewer architectures
+    than `trials`); returns how many this call ran."""
     from tqdm import tqdm
 
     ran = 0
-    done = len(finished_trials(study))
-    bar = tqdm(total=cfg.trials, initial=min(done, cfg.trials), desc="search", unit="trial", file=sys.stderr)
+    finished = finished_trials(study)
+    bar = tqdm(total=cfg.trials, initial=min(distinct(finished), cfg.trials), desc="search", unit="student",
+               file=sys.stderr)  # fmt: skip
     try:
-        while done < cfg.trials:
-            study.sampler = make_sampler(cfg, data.seed, done)
+        while distinct(finished) < cfg.trials and len(finished) < REPEATS_CAP * cfg.trials:
+            study.sampler = make_sampler(cfg, data.seed, len(finished))
             trial = study.ask()
             outcome = run_one(study, trial, cfg, data, int8, latency)
             log(f"search: trial {trial.number}: {outcome}")
             ran += 1
-            done = len(finished_trials(study))
-            bar.n = min(done, cfg.trials)
+            finished = finished_trials(study)
+            bar.n = min(distinct(finished), cfg.trials)
             bar.refresh()
     finally:
         bar.close()
+    if distinct(finished) < cfg.trials:
+        log(f"search: {distinct(finished)} distinct students in {len(finished)} draws: the space holds few more")
     return ran
 
 

@@ -115,7 +115,8 @@ def write_outputs(params: Params, study, name: str | None, info: dict) -> None:
     cfg, paths = params.search, params.paths
     frame = trial_rows(study.get_trials(deepcopy=False) if study is not None else [])
     chosen = choose(frame, cfg.choose)
-    summary: dict = {"trials": int(len(frame))}
+    students = int(frame["duplicate_of"].isna().sum()) if len(frame) else 0  # distinct architectures
+    summary: dict = {"trials": int(len(frame)), "students": students}
     if chosen is not None:
         frame.loc[chosen, "chosen"] = True
         row = frame.loc[chosen]
