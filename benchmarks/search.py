@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                         pd.DataFrame(rows, columns=COLUMNS).to_csv(tmp, index=False)
     from benchmarks.search_report import write_report
 
-    write_report(args.reports, yaml.safe_load((ROOT / "params.yaml").read_text())["search"], args.trials)
+    write_report(args.reports, yaml.safe_load((ROOT / "params.yaml").read_text())["search"], args.trials, DEFAULTS)
     return 0
 
 
