@@ -58,7 +58,7 @@ def write_report(reports: Path, search_cfg: dict, trials: int, defaults: dict[st
     from kdcore.config.search import SearchBudget
     from kdcore.search.results import save_front_png
 
-    rows = pd.read_csv(reports / "search.csv")
+    rows = pd.read_csv(reports / "search.csv").drop_duplicates(["teacher", "spec", "seed"], keep="last")
     for teacher in rows["teacher"].unique():  # each search's front, drawn from its trials
         frame = pd.read_csv(reports / f"search_trials_{teacher}.csv")
         chosen = frame[frame["chosen"]]["student"].tolist()

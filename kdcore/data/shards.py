@@ -179,7 +179,7 @@ class ShardedSplit:
         return {**self.__dict__, "_fds": {}, "_pid": None}  # reopened in the receiving process
 
     def __del__(self) -> None:
-        if self._pid == os.getpid():
+        if getattr(self, "_pid", None) == os.getpid():  # not set when __init__ refused the directory
             for fd in self._fds.values():
                 with contextlib.suppress(OSError):
                     os.close(fd)

@@ -11,8 +11,13 @@ budget, which is this objective. Latency and size depend on the architecture alo
 before training, and a student over budget is told to Optuna at once with its constraint violations and
 never trained.
 
-Reproducible: the sampler of the n-th finished trial is seeded by (seed, n), so what a trial draws depends on
-the finished trials only, also after a resume; every trial trains with the same seed. Latency is measured,
+TPE over a small discrete space keeps drawing what it already knows (on the digits, 211 of 251 draws were
+repeats of a trained student); so the draw after a repeat is a uniform random one, which keeps TPE's
+guidance where it finds new students and explores where it does not.
+
+Reproducible: the sampler of the n-th finished trial is seeded by (seed, n) and chosen by whether the
+(n-1)-th was a repeat, so what a trial draws depends on the finished trials only, also after a resume; every
+trial trains with the same seed. Latency is measured,
 so a student within noise of `max_latency_ms` may fall on either side in another run.
 """
 
@@ -98,13 +103,14 @@ def make_pruner(cfg):
     return optuna.pruners.NopPruner()
 
 
-def make_sampler(cfg, seed: int, finished: int):
+def make_sampler(cfg, seed: int, finished: list):
+    """TPE seeded by (seed, number of finished trials); a uniform random sampler after a repeat."""
     import optuna
 
-    return optuna.samplers.TPESampler(
-        seed=(seed * 1_000_003 + finished) % 2**32,
-        n_startup_trials=cfg.startup_trials,
-    )
+    draw_seed = (seed * 1_000_003 + len(finished)) % 2**32
+    if finished and "duplicate_of" in finished[-1].user_attrs:
+        return optuna.samplers.RandomSampler(seed=draw_seed)
+    return optuna.samplers.TPESampler(seed=draw_seed, n_startup_trials=cfg.startup_trials)
 
 
 def finished_trials(study) -> list:
@@ -128,7 +134,7 @@ def run_trials(study, cfg, data: TrialData, int8: bool, latency: tuple[int, int]
                file=sys.stderr)  # fmt: skip
     try:
         while distinct(finished) < cfg.trials and len(finished) < REPEATS_CAP * cfg.trials:
-            study.sampler = make_sampler(cfg, data.seed, len(finished))
+            study.sampler = make_sampler(cfg, data.seed, finished)
             trial = study.ask()
             outcome = run_one(study, trial, cfg, data, int8, latency)
             log(f"search: trial {trial.number}: {outcome}")
