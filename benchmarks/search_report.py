@@ -85,8 +85,9 @@ def write_report(reports: Path, search_cfg: dict, trials: int, defaults: dict[st
         lines += [
             f"## Teacher: {teacher}",
             "",
-            f"Search: {m.get('search_seconds', float('nan')) / 60:.1f} minutes for {m.get('students')} distinct "
-            f"students in {m.get('trials')} draws (a repeated architecture reuses its result; the counts by status "
+            f"Search: {m.get('search_seconds', float('nan')) / 60:.1f} minutes for "
+            f"{m.get('students_trained')} students trained within budget, {m.get('students')} distinct students "
+            f"measured, in {m.get('trials')} draws (a repeated architecture reuses its result; the counts by status "
             f"include repeats: {m.get('trials_complete', 0)} trained to the end, {m.get('trials_pruned', 0)} stopped "
             f"early, {m.get('trials_over_budget', 0)} over budget and never trained). "
             f"Stopping early saved {m.get('pruned_epochs_saved', 0)} epochs, "

@@ -99,7 +99,9 @@ class SearchChoice(Section):
 
 class SearchConfig(Section):
     trials: NonNegativeInt = Field(
-        default=0, description="Distinct students to measure (a repeated draw reuses a result); 0: no search."
+        default=0,
+        description="Distinct students to train within budget (an over-budget draw is measured, never trained, and "
+        "does not count; a repeated draw reuses a result); 0: no search.",
     )
     epochs: PositiveInt = Field(default=8, description="Most epochs a trial trains (student.train otherwise).")
     pruner: Literal["median", "halving", "none"] = Field(

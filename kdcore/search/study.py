@@ -43,7 +43,7 @@ from kdcore.search.space import arch_key, describe, suggest
 from kdcore.training import fit
 
 FINISHED = ("COMPLETE", "PRUNED")
-REPEATS_CAP = 10  # draws per wanted student before a search stops looking for new ones
+REPEATS_CAP = 10  # draws (repeats, over budget) per wanted student before a search stops looking for more
 
 
 @dataclass
@@ -122,30 +122,37 @@ def distinct(trials: list) -> int:
     return sum("duplicate_of" not in t.user_attrs for t in trials)
 
 
+def trained(trials: list) -> int:
+    """Distinct architectures that were within budget and trained (to the end or until pruned): what
+    `search.trials` counts. Over-budget and repeated draws cost a measurement or nothing, and do not count."""
+    return sum("duplicate_of" not in t.user_attrs and t.user_attrs.get("status") != "over budget" for t in trials)
+
+
 def run_trials(study, cfg, data: TrialData, int8: bool, latency: tuple[int, int], log=print) -> int:
-    """Adds trials until the study holds `cfg.trials` finished ones of distinct architectures (a repeat costs
-    nothing and does not count), or until REPEATS_CAP x trials draws in all (a space with fewer architectures
-    than `trials`); returns how many this call ran."""
+    """Adds trials until the study holds `cfg.trials` distinct students trained within budget, or
+    REPEATS_CAP x trials draws in all (a budget or space with fewer such students); returns how many this
+    call ran."""
     from tqdm import tqdm
 
     ran = 0
     finished = finished_trials(study)
-    bar = tqdm(total=cfg.trials, initial=min(distinct(finished), cfg.trials), desc="search", unit="student",
+    bar = tqdm(total=cfg.trials, initial=min(trained(finished), cfg.trials), desc="search", unit="student",
                file=sys.stderr)  # fmt: skip
     try:
-        while distinct(finished) < cfg.trials and len(finished) < REPEATS_CAP * cfg.trials:
+        while trained(finished) < cfg.trials and len(finished) < REPEATS_CAP * cfg.trials:
             study.sampler = make_sampler(cfg, data.seed, finished)
             trial = study.ask()
             outcome = run_one(study, trial, cfg, data, int8, latency)
             log(f"search: trial {trial.number}: {outcome}")
             ran += 1
             finished = finished_trials(study)
-            bar.n = min(distinct(finished), cfg.trials)
+            bar.n = min(trained(finished), cfg.trials)
             bar.refresh()
     finally:
         bar.close()
-    if distinct(finished) < cfg.trials:
-        log(f"search: {distinct(finished)} distinct students in {len(finished)} draws: the space holds few more")
+    if trained(finished) < cfg.trials:
+        log(f"search: {trained(finished)} students trained within budget in {len(finished)} draws: the budget "
+            "and space hold few more")  # fmt: skip
     return ran
 
 

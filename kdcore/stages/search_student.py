@@ -115,8 +115,10 @@ def write_outputs(params: Params, study, name: str | None, info: dict) -> None:
     cfg, paths = params.search, params.paths
     frame = trial_rows(study.get_trials(deepcopy=False) if study is not None else [])
     chosen = choose(frame, cfg.choose)
-    students = int(frame["duplicate_of"].isna().sum()) if len(frame) else 0  # distinct architectures
-    summary: dict = {"trials": int(len(frame)), "students": students}
+    distinct = frame[frame["duplicate_of"].isna()] if len(frame) else frame
+    students = int(len(distinct))  # distinct architectures
+    trained = int(distinct["status"].isin(["complete", "pruned"]).sum()) if len(frame) else 0
+    summary: dict = {"trials": int(len(frame)), "students": students, "students_trained": trained}
     if chosen is not None:
         frame.loc[chosen, "chosen"] = True
         row = frame.loc[chosen]
