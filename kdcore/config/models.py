@@ -19,6 +19,7 @@ from pydantic import (
 from kdcore.schema import FilePath, Section
 
 BUILTIN_MODELS = ("mlp", "cnn")
+GNN_MODELS = ("gcn", "sage", "gat")
 
 
 class MLPSpec(Section):
@@ -40,6 +41,18 @@ class CNNSpec(Section):
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout before the logits.")
 
 
+class GNNSpec(Section):
+    """A graph neural network on node features and edges (PyTorch Geometric), for graph data: GCN (Kipf and
+    Welling 2017), GraphSAGE with mean aggregation (Hamilton et al. 2017), GAT (Velickovic et al. 2018)."""
+
+    name: Literal["gcn", "sage", "gat"]
+    hidden: PositiveInt = Field(default=64, description="Width of each hidden layer (per head for gat).")
+    layers: PositiveInt = Field(default=2, le=8, description="Graph convolutions, the last one gives the logits.")
+    dropout: float = Field(default=0.5, ge=0.0, lt=1.0, description="Dropout on each layer's input.")
+    heads: PositiveInt = Field(default=8, le=16, description="gat: attention heads of the hidden layers.")
+    norm: Literal["none", "batch", "layer"] = Field(default="none", description="Normalisation after hidden layers.")
+
+
 class TorchvisionSpec(Section):
     """Any torchvision classifier by name, adapted to the input channels and number of classes."""
 
@@ -54,7 +67,7 @@ class TorchvisionSpec(Section):
         known = torchvision_names()
         if name not in known:
             raise ValueError(
-                f"unknown model {name!r}; known: {', '.join(BUILTIN_MODELS)} "
+                f"unknown model {name!r}; known: {', '.join(BUILTIN_MODELS + GNN_MODELS)} "
                 f"or a torchvision classifier ({', '.join(known[:6])}, ...)"
             )
         return name
@@ -62,11 +75,14 @@ class TorchvisionSpec(Section):
 
 def _model_tag(value: Any) -> str:
     name = value.get("name") if isinstance(value, dict) else getattr(value, "name", None)
-    return name if name in BUILTIN_MODELS else "torchvision"
+    return name if name in BUILTIN_MODELS else "gnn" if name in GNN_MODELS else "torchvision"
 
 
 ModelSpec = Annotated[
-    Annotated[MLPSpec, Tag("mlp")] | Annotated[CNNSpec, Tag("cnn")] | Annotated[TorchvisionSpec, Tag("torchvision")],
+    Annotated[MLPSpec, Tag("mlp")]
+    | Annotated[CNNSpec, Tag("cnn")]
+    | Annotated[GNNSpec, Tag("gnn")]
+    | Annotated[TorchvisionSpec, Tag("torchvision")],
     Discriminator(_model_tag),
 ]
 

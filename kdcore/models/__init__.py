@@ -1,6 +1,7 @@
 """The model registry: `build_model(spec, input_shape, num_classes)` for every architecture.
 
-Built-ins: `mlp`, `cnn`. Any other name is looked up among torchvision's classifiers.
+Built-ins: `mlp`, `cnn`; for graph data `gcn`, `sage`, `gat` (kdcore/graph/models.py). Any other name is
+looked up among torchvision's classifiers.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def torchvision_names() -> list[str]:
 
 def build_model(spec, input_shape: InputShape, num_classes: int) -> nn.Module:
     """Builds the model that `spec` (a config.ModelSpec) names, randomly initialised unless it has weights."""
+    from kdcore.graph import models as graph_models  # noqa: F401  (registers gcn, sage, gat)
     from kdcore.models import builtin, tv  # noqa: F401  (registers the built-ins)
 
     if spec.name in MODELS:
