@@ -16,6 +16,10 @@ weight decay and the CE weight lambda of the distilled one are chosen by mean va
 not use. Latency: one thread; a GNN gathers each node's 2-hop neighbourhood from the whole graph and runs on it
 in PyTorch; the MLP runs as its ONNX file (fp32 and int8) in onnxruntime on the nodes' features.
 
+Cora is small: the 2-hop neighbourhood of 1,000 nodes is most of its 2,708. `--scaling NODES FEATURES DEGREE`
+(default 200,000 nodes, 100 features, mean degree 50: the shape of OGB Products, on which GLNN measured its
+speed-ups) times the same models, untrained, on a random graph of that shape.
+
 Rows go to reports/graph.csv (dataset,setting,model,role,seed,accuracy,latency_ms,latency_ms_b1), latency_ms
 at a batch of 1,000 unseen nodes; reports/graph.md is made from them (`--report-only` remakes it).
 """
@@ -182,6 +186,49 @@ def measure_seed(root: Path, name: str, setting: str, seed: int, chosen: dict, l
     return rows
 
 
+def latency_row(dataset: str, model: str, role: str, seed: int, b1000: float, b1: float) -> dict:
+    values = [dataset, "latency only", model, role, seed, float("nan"), round(b1000, 4), round(b1, 4)]
+    return dict(zip(COLUMNS, values, strict=True))
+
+
+def scaling_rows(nodes: int, features: int, degree: int, seed: int, hidden: int, log) -> list[dict]:
+    """Latency alone on a random graph of `nodes` nodes with `features` features and mean degree `degree`
+    (the shape of a larger graph than the benchmark's): untrained models, as latency does not depend on the
+    weights. The MLP is as wide as the distilled students chosen on the real graph."""
+    from kdcore.graph.data import Graph
+    from kdcore.graph.models import GNN
+    from kdcore.graph.planetoid import symmetric_edges
+    from kdcore.graph.serve import features_latency_ms, gnn_latency_ms
+    from kdcore.models.builtin import MLP
+    from kdcore.models.onnx import OnnxModel
+
+    generator = torch.Generator().manual_seed(seed)
+    pairs = torch.randint(nodes, (2, nodes * degree // 2), generator=generator).numpy()
+    edges = torch.from_numpy(symmetric_edges(pairs, nodes, "random graph"))
+    graph = Graph(torch.randn(nodes, features, generator=generator), torch.zeros(nodes, dtype=torch.int64), edges,
+                  {}, [str(c) for c in range(10)])  # fmt: skip
+    batch = torch.randperm(nodes, generator=generator)[:1000]
+    one = batch[:1]
+    name = f"random {nodes:,} nodes, degree {edges.shape[1] / nodes:.0f}, {features} features"
+    rows = []
+    for kind in ("sage", "gcn"):
+        model = GNN(kind, features, TEACHER["hidden"], 10, TEACHER["layers"], 0.0)
+        times = [gnn_latency_ms(model, graph, nodes_, REPEATS, THREADS) for nodes_ in (batch, one)]
+        rows.append(latency_row(name, kind, "teacher", seed, *times))
+        log(f"{name}: {kind} {rows[-1]['latency_ms']:.2f} ms for 1,000 nodes")
+    with tempfile.TemporaryDirectory(prefix="kdflow-graph-") as tmp:
+        mlp = MLP(features, [hidden], 10)
+        files = onnx_files(mlp, features, graph.x[:512].reshape(-1, features, 1, 1), Path(tmp))
+        torch.set_num_threads(THREADS)
+        for runtime, path in files.items():
+            shipped = OnnxModel(path)
+            label = "mlp" + ("" if runtime == "fp32" else " int8")
+            times = [features_latency_ms(shipped, graph, nodes_, REPEATS, THREADS) for nodes_ in (batch, one)]
+            rows.append(latency_row(name, label, "student", seed, *times))
+            log(f"{name}: {label} {rows[-1]['latency_ms']:.3f} ms for 1,000 nodes")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, help="the Planetoid root (holding <Name>/raw/ind.<name>.*)")
@@ -191,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", nargs="+", default=["transductive", "inductive"])
     parser.add_argument("--reports", type=Path, default=ROOT / "reports")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--scaling", type=int, nargs=3, metavar=("NODES", "FEATURES", "DEGREE"),
+                        default=[200_000, 100, 50],
+                        help="latency alone on a random graph of this shape (0 0 0: none)")  # fmt: skip
     args = parser.parse_args(argv)
     if set(args.seeds) & set(args.choice_seeds):
         parser.error("--seeds and --choice-seeds must not overlap: settings are chosen on seeds not reported")
@@ -217,6 +267,12 @@ def main(argv: list[str] | None = None) -> int:
                 rows += measure_seed(args.root, args.name, setting, seed, meta[key]["chosen"], print)
                 with atomic_path(csv) as tmp:
                     pd.DataFrame(rows, columns=COLUMNS).to_csv(tmp, index=False)
+        nodes, features, degree = args.scaling
+        if nodes and not any(r["setting"] == "latency only" for r in rows):
+            widths = [c["hidden"] for key, m in meta.items() for role, c in m["chosen"].items() if role != "scratch"]
+            rows += scaling_rows(nodes, features, degree, 0, max(widths, default=256), print)
+            with atomic_path(csv) as tmp:
+                pd.DataFrame(rows, columns=COLUMNS).to_csv(tmp, index=False)
     from benchmarks.graph_report import write_report
 
     write_report(args.reports)

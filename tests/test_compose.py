@@ -57,7 +57,8 @@ def test_dkd_term_leaves_ce_to_its_own_term() -> None:
 
 
 def test_unknown_term_names_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match="unknown term 'fitnet'; known: attention, ce, dkd, hint, kd, relational"):
+    known = "attention, ce, dkd, hint, irg, kd, relational"
+    with pytest.raises(ConfigError, match=f"unknown term 'fitnet'; known: {known}"):
         Objective([{"name": "fitnet"}], temperature=2.0)
 
 
@@ -71,6 +72,10 @@ def test_unknown_term_names_the_known_ones() -> None:
         (
             {"name": "mlp", "hidden": [16]},
             {"name": "relational", "student_layers": ["features.2"], "teacher_layers": ["head.2"]},
+        ),
+        (
+            {"name": "mlp", "hidden": [16]},
+            {"name": "irg", "student_layers": ["features.2", "head"], "teacher_layers": ["head.2", "head.4"]},
         ),
         (
             {"name": "cnn", "channels": [4, 8], "hidden": 16},
@@ -139,3 +144,13 @@ def test_attention_on_a_vector_layer_is_refused_with_its_shape() -> None:
     images, src, dx, dy, fill = views(4)
     with pytest.raises(ConfigError, match="conv feature maps"):
         objective.teacher_targets(teacher, images, Views(src, dx, dy), fill, torch.device("cpu"))
+
+
+def test_an_irg_term_whose_last_layers_differ_in_width_is_refused_before_training() -> None:
+    teacher = model({"name": "cnn", "channels": [8, 16], "hidden": 32})
+    student = model({"name": "mlp", "hidden": [16]})
+    objective = Objective(
+        [{"name": "irg", "student_layers": ["features.2", "features.1"], "teacher_layers": ["head.2", "head.4"]}], 2.0
+    )
+    with pytest.raises(ConfigError, match=r"distill.terms\[0\] \(irg\): the last layers .* give 16 and 10 values"):
+        objective.check_layers(student, teacher)

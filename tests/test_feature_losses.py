@@ -9,7 +9,14 @@ from torch import nn
 
 from kdcore.config import ModelSpec
 from kdcore.errors import ConfigError
-from kdcore.losses.features import FEATURE_LOSSES, FeatureTaps, HintRegressor, attention_loss, relational_loss
+from kdcore.losses.features import (
+    FEATURE_LOSSES,
+    FeatureTaps,
+    HintRegressor,
+    attention_loss,
+    irg_loss,
+    relational_loss,
+)
 from kdcore.models import build_model
 
 
@@ -99,3 +106,28 @@ def test_relational_loss_has_bounded_gradients_at_duplicate_samples() -> None:
     student = torch.cat([base, base[:2] + 1e-7 * torch.randn(2, 8)]).requires_grad_(True)
     relational_loss([student], [teacher]).total.backward()
     assert torch.isfinite(student.grad).all() and student.grad.abs().max() < 100
+
+
+def test_irg_parts_edges_ignore_scale_and_width_and_the_vertex_needs_equal_widths() -> None:
+    torch.manual_seed(6)
+    logits = torch.randn(8, 10)
+    hidden_t = torch.randn(8, 16)
+    # the same instance geometry, scaled and embedded in more dimensions: no edge loss
+    hidden_s = torch.cat([3 * hidden_t, torch.zeros(8, 4)], dim=1)
+    parts = irg_loss([hidden_s, logits], [hidden_t, logits]).parts
+    assert parts["irg_edge"].abs() < 1e-6 and parts["irg_vertex"].abs() < 1e-6
+    assert parts["irg_transformation"] > 0  # the student's hidden layer lies elsewhere relative to its logits
+    one = irg_loss([logits + 1], [logits]).parts
+    assert one["irg_transformation"] == 0 and one["irg_vertex"] > 0  # one layer: no transformation
+    with pytest.raises(ConfigError, match=r"irg: .*same width \(student 12, teacher 10\)"):
+        irg_loss([torch.randn(8, 12)], [logits])
+
+
+def test_irg_has_finite_gradients_at_duplicate_samples() -> None:
+    torch.manual_seed(7)
+    teacher = [torch.randn(12, 16).relu(), torch.randn(12, 10)]
+    teacher = [torch.cat([t, t[:2]]) for t in teacher]
+    base = torch.randn(12, 8)
+    student = [torch.cat([base, base[:2]]).requires_grad_(True), torch.randn(14, 10, requires_grad=True)]
+    irg_loss(student, teacher).total.backward()
+    assert all(torch.isfinite(s.grad).all() for s in student)

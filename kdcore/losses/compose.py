@@ -3,7 +3,7 @@
     L = sum_i w_i * L_i       e.g. 0.5 * CE + 0.5 * KD, or CE + KD + 0.1 * hint
 
 Response terms (ce, kd, dkd) read the student's logits and the teacher's cached logits. Feature
-terms (hint, attention, relational) read named layers: the student's through forward hooks during
+terms (hint, attention, relational, irg) read named layers: the student's through forward hooks during
 training, the teacher's precomputed once over all transfer views (`teacher_targets`), so the
 teacher never runs inside the training loop. Layer names are checked when the objective is
 attached to the models, before any training.
@@ -99,6 +99,16 @@ class Objective:
         for term in self._features:
             FeatureTaps(student, term["student_layers"], role=f"student ({term['name']} term)").close()
             FeatureTaps(teacher, term["teacher_layers"], role=f"teacher ({term['name']} term)").close()
+            if term["name"] == "irg":  # its vertex part compares the last layers' outputs one to one
+                last = dict(student.named_modules())[term["student_layers"][-1]]
+                other = dict(teacher.named_modules())[term["teacher_layers"][-1]]
+                widths = getattr(last, "out_features", None), getattr(other, "out_features", None)
+                if None not in widths and widths[0] != widths[1]:
+                    raise ConfigError(
+                        f"distill.terms[{term['index']}] (irg): the last layers {term['student_layers'][-1]} and "
+                        f"{term['teacher_layers'][-1]} give {widths[0]} and {widths[1]} values; the vertex part "
+                        "needs equal widths: list the logits layers last"
+                    )
 
     def teacher_targets(
         self,

@@ -171,11 +171,74 @@ def relational_loss(
     return LossTerms(total=parts["rkd_distance"] + parts["rkd_angle"], parts=parts)
 
 
+def _relation_matrix(e: torch.Tensor) -> torch.Tensor:
+    """(batch, D) -> (batch, batch) squared Euclidean distances between the instances, divided by their
+    largest (so the matrix lies in [0, 1] whatever the layer's scale)."""
+    squared = (e[:, None, :] - e[None, :, :]).pow(2).sum(2)
+    return squared / squared.detach().max().clamp_min(1e-12)
+
+
+def _matched(a: torch.Tensor, width: int) -> torch.Tensor:
+    """(batch, D) -> (batch, width) by averaging adjacent entries (adaptive average pooling over the feature
+    axis): two layers' instance features brought to one length, as IRG pools them before comparing."""
+    if a.shape[1] == width:
+        return a
+    return F.adaptive_avg_pool1d(a[:, None, :], width)[:, 0, :]
+
+
+def _transformation(lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """(batch,) squared distance of each instance's features from one layer to the next (the longer one pooled
+    to the shorter one's length), divided by the batch's largest."""
+    width = min(lower.shape[1], upper.shape[1])
+    moved = (_matched(lower, width) - _matched(upper, width)).pow(2).sum(1)
+    return moved / moved.detach().max().clamp_min(1e-12)
+
+
+@FEATURE_LOSSES.register("irg")
+def irg_loss(
+    student: list[torch.Tensor],
+    teacher: list[torch.Tensor],
+    vertex_weight: float = 0.1,
+    edge_weight: float = 5.0,
+    transformation_weight: float = 5.0,
+) -> LossTerms:
+    """Instance relationship graph (Liu, Cao, Li, Yuan, Hu, Li, Duan, CVPR 2019, "Knowledge Distillation via
+    Instance Relationship Graph"). A layer's IRG over the batch has the instances' features as vertices and
+    their distances as edges; the IRG transformation is how each instance moves from one layer to the next.
+
+        L_IRG = w_V ||v_S^L - v_T^L||^2                         vertex: the last listed layers (equal widths)
+              + w_E mean_l ||A_S^l - A_T^l||^2                  edge: A^l_ij = ||f_i^l - f_j^l||^2 / max_ij
+              + w_T mean_l ||L_S^(l,l+1) - L_T^(l,l+1)||^2      transformation: L_i = ||f_i^l - f_i^(l+1)||^2 / max_i
+
+    each ||.||^2 a mean over its entries. Edges are batch x batch, so the student's and the teacher's layers
+    may differ in width; for the transformation, a layer's features are average-pooled to the other's length.
+    With one layer pair there is no transformation part. The teacher side is detached.
+    """
+    es = [f.flatten(1) for f in student]
+    et = [f.detach().flatten(1) for f in teacher]
+    if es[-1].shape[1] != et[-1].shape[1]:
+        raise ConfigError(
+            f"irg: the vertex part compares the last listed layers, which must have the same width "
+            f"(student {es[-1].shape[1]}, teacher {et[-1].shape[1]}); list the logits layers last"
+        )
+    vertex = F.mse_loss(es[-1], et[-1])
+    edge = sum(F.mse_loss(_relation_matrix(s), _relation_matrix(t)) for s, t in zip(es, et, strict=True)) / len(es)
+    if len(es) > 1:
+        pairs = list(zip(es[:-1], es[1:], et[:-1], et[1:], strict=True))
+        tran = sum(F.mse_loss(_transformation(a, b), _transformation(c, d)) for a, b, c, d in pairs) / len(pairs)
+    else:
+        tran = vertex.new_zeros(())
+    parts = {"irg_vertex": vertex_weight * vertex, "irg_edge": edge_weight * edge,
+             "irg_transformation": transformation_weight * tran}  # fmt: skip
+    return LossTerms(total=parts["irg_vertex"] + parts["irg_edge"] + parts["irg_transformation"], parts=parts)
+
+
 # What each loss needs of a teacher feature, per sample; computed once over the transfer views.
 TEACHER_SIDE = {
     "hint": lambda f: f,
     "attention": attention_map,
     "relational": lambda f: f.flatten(1),
+    "irg": lambda f: f.flatten(1),
 }
 
 
@@ -222,3 +285,14 @@ class RelationalTerm(FeatureTerm):
     name: Literal["relational"]
     distance_weight: NonNegativeFloat = 25.0
     angle_weight: NonNegativeFloat = 50.0
+
+
+@TERMS.register("irg")
+class IRGTerm(FeatureTerm):
+    """Instance relationship graph (Liu et al. 2019): vertices, edges and their transformation across the
+    listed layers; the last pair (the logits) must have equal widths."""
+
+    name: Literal["irg"]
+    vertex_weight: NonNegativeFloat = 0.1
+    edge_weight: NonNegativeFloat = 5.0
+    transformation_weight: NonNegativeFloat = 5.0
