@@ -128,6 +128,14 @@ def check_plan(base: dict, planned: list[tuple[str, str, dict, int]]) -> None:
         parse_params(raw, source=f"experiment {name}")
 
 
+def merge_rows(earlier: pd.DataFrame, rows: list[dict], order: list[str]) -> list[dict]:
+    """`rows` (this run's experiments) with the rows of `earlier` for (method, seed) pairs not among them,
+    in the spec's method order, then by seed; methods no longer in the spec are dropped."""
+    ran = {(r["method"], int(r["seed"])) for r in rows}
+    kept = [r for r in earlier.to_dict("records") if (r["method"], int(r["seed"])) not in ran and r["method"] in order]
+    return sorted(kept + rows, key=lambda r: (order.index(r["method"]), int(r["seed"])))
+
+
 @flow(name="kdflow-methods", log_prints=True)
 def compare_methods(
     spec: str = "benchmarks/methods.yaml",
@@ -136,9 +144,11 @@ def compare_methods(
     repo: str = ".",
     jobs: int | None = None,
     reports: str = "reports",
+    keep_others: bool = False,
 ) -> str:
     """Queues every (method, seed) as a DVC experiment, runs the queue, and writes reports/methods.csv
-    and reports/methods.md from the finished experiments."""
+    and reports/methods.md from the finished experiments. With `keep_others`, the rows of reports/methods.csv
+    for methods or seeds not run this time stay in the table (they were measured on an earlier commit)."""
     root = Path(repo).resolve()
     chosen, group_info = load_spec(Path(spec), methods)
     params_file = root / "params.yaml"
@@ -152,8 +162,12 @@ def compare_methods(
 
     finished = finished_experiments(root)
     rows = [experiment_row(finished[name], method) for name, method, _, _ in planned if name in finished]
-    frame = pd.DataFrame(rows)
     csv = Path(reports) / "methods.csv"
+    if keep_others and rows and csv.is_file():
+        every, group_info = load_spec(Path(spec), None)
+        rows = merge_rows(pd.read_csv(csv), rows, [m["name"] for m in every])
+        chosen = [m for m in every if m["name"] in {r["method"] for r in rows}]
+    frame = pd.DataFrame(rows)
     report = ""
     if rows:
         with atomic_path(csv) as tmp:
@@ -188,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repo", default=".", help="the kdflow project (default: the current directory)")
     parser.add_argument("--jobs", type=int, help="DVC queue workers at once (default: orchestration.parallel)")
     parser.add_argument("--reports", default="reports")
+    parser.add_argument(
+        "--keep-others", action="store_true", help="keep reports/methods.csv's rows of methods and seeds not run now"
+    )
     args = parser.parse_args(argv)
     try:
         chosen, _ = load_spec(Path(args.spec), args.methods)
@@ -209,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         repo=args.repo,
         jobs=args.jobs,
         reports=args.reports,
+        keep_others=args.keep_others,
     )
 
 

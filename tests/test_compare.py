@@ -291,3 +291,16 @@ def test_a_spec_that_is_not_text_is_one_line(tmp_path) -> None:
     spec.write_bytes(b"\xff\xfe\x00methods")
     with pytest.raises(ConfigError, match="unreadable"):
         load_spec(spec, None)
+
+
+def test_keep_others_keeps_the_rows_of_methods_not_run_and_replaces_those_run() -> None:
+    import pandas as pd
+
+    from flows.compare import merge_rows
+
+    earlier = pd.DataFrame([{"method": m, "seed": s, "accuracy": 0.9} for m in ("a", "b", "gone") for s in (0, 1)])
+    rows = [{"method": "b", "seed": 1, "accuracy": 0.95}, {"method": "c", "seed": 0, "accuracy": 0.97}]
+    merged = merge_rows(earlier, rows, ["a", "b", "c"])
+    assert [(r["method"], r["seed"], r["accuracy"]) for r in merged] == [
+        ("a", 0, 0.9), ("a", 1, 0.9), ("b", 0, 0.9), ("b", 1, 0.95), ("c", 0, 0.97)
+    ]  # fmt: skip
