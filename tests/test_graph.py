@@ -204,3 +204,31 @@ def test_an_mlp_distilled_from_a_gnn_beats_one_trained_on_labels_alone(tmp_path:
     assert acc["teacher"] > acc["scratch"] + 0.05, acc
     assert acc["student"] > acc["scratch"] + 0.05, acc
     assert len(history) == 60 and all(np.isfinite(r["loss"]) for r in history)
+
+
+def test_a_prepared_graph_round_trips_and_its_checks_catch_what_the_readers_would(tmp_path: Path) -> None:
+    from kdcore.data.validate import run_suites
+    from kdcore.graph.prepared import graph_tables, load_graph, save_graph
+
+    np.savez(tmp_path / "g.npz", **block_graph())
+    graph = build_graph(read_npz_graph(tmp_path / "g.npz"), ["a", "b", "c"], split="random", setting="inductive",
+                        seed=0, validation=40, test=80)  # fmt: skip
+    save_graph(tmp_path / "graph.safetensors", graph)
+    back = load_graph(tmp_path / "graph.safetensors")
+    assert back.class_names == ["a", "b", "c"] and set(back.masks) == {"train", "val", "test", "held_out"}
+    assert all(torch.equal(getattr(back, k), getattr(graph, k)) for k in ("x", "y", "edge_index"))
+    assert all(torch.equal(back.masks[k], graph.masks[k]) for k in graph.masks)
+    assert all(o.success for o in run_suites(graph_tables(graph), "graph"))
+    # a self-loop, a doubled edge, an edge out of range and a class without a training node all fail
+    bad = build_graph(read_npz_graph(tmp_path / "g.npz"), None, split="random", setting="transductive", seed=0,
+                      validation=40, test=80)  # fmt: skip
+    extra = torch.tensor([[3, 1], [3, 400]])  # a self-loop, a node out of range, and the first edge again
+    bad.edge_index = torch.cat([bad.edge_index, extra, bad.edge_index[:, :1]], 1)
+    bad.masks["train"] &= bad.y != 2
+    failed = {(o.table, o.expectation) for o in run_suites(graph_tables(bad), "graph") if not o.success}
+    assert failed == {
+        ("edges", "expect_column_values_to_be_in_set"),
+        ("edges", "expect_compound_columns_to_be_unique"),
+        ("edges", "expect_column_values_to_be_between"),
+        ("train_nodes", "expect_column_distinct_values_to_contain_set"),
+    }
