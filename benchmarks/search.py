@@ -3,7 +3,7 @@ search did not use and scored on the test split, against the hand-picked default
 under a second teacher.
 
     python benchmarks/search.py [--trials 40] [--seeds 1 2 3] [--work /tmp/kdflow-search]
-                                [--teachers default narrow] [--reports reports]
+                                [--teachers default narrow] [--retrain default] [--reports reports]
 
 For each teacher (`default`: params.yaml's CNN; `narrow`: a CNN 8-16 with a 32-unit hidden layer, the size
 of the default CNN student), in a project under --work with params.yaml's settings: prepare (shared),
@@ -136,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/kdflow-search"))
     parser.add_argument("--reports", type=Path, default=ROOT / "reports")
     parser.add_argument("--report-only", action="store_true", help="only remake reports/search.md from the CSV")
+    parser.add_argument("--retrain", nargs="*", choices=list(TEACHERS), default=None,
+                        help="teachers whose fronts are retrained on --seeds (default: every teacher searched); "
+                        "the others' fronts are reported on the validation split")  # fmt: skip
     args = parser.parse_args(argv)
     csv = args.reports / "search.csv"
     if not args.report_only:
@@ -154,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             meta[teacher] = {"search_seconds": seconds, **metrics, **timings}
             with atomic_path(meta_path) as tmp:
                 tmp.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+            if args.retrain is not None and teacher not in args.retrain:
+                continue  # its front stays on the validation split (search_trials_<teacher>.csv)
             front = trials[trials["on_front"]]
             students = [(r.student, json.loads(r.spec), "chosen" if r.chosen else "front", r.val_accuracy)
                         for r in front.itertuples()]  # fmt: skip

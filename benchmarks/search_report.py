@@ -59,12 +59,15 @@ def write_report(reports: Path, search_cfg: dict, trials: int, defaults: dict[st
     from kdcore.search.results import save_front_png
 
     rows = pd.read_csv(reports / "search.csv").drop_duplicates(["teacher", "spec", "seed"], keep="last")
-    for teacher in rows["teacher"].unique():  # each search's front, drawn from its trials
+    meta = json.loads((reports / "search_meta.json").read_text())
+    searched = [t for t in ("default", "narrow") if t in meta] + [t for t in meta if t not in ("default", "narrow")]
+    fronts = {}
+    for teacher in searched:  # each search's front, drawn from its trials
         frame = pd.read_csv(reports / f"search_trials_{teacher}.csv")
+        fronts[teacher] = frame[frame["on_front"]].sort_values("latency_ms")
         chosen = frame[frame["chosen"]]["student"].tolist()
         title = f"student search, teacher {teacher}: {len(frame)} trials, chosen {', '.join(chosen) or 'none'}"
         save_front_png(reports / f"search_front_{teacher}.png", frame, SearchBudget(**search_cfg["budget"]), title)
-    meta = json.loads((reports / "search_meta.json").read_text())
     table = per_student(rows)
     budget = {k: v for k, v in search_cfg["budget"].items() if v is not None}
     lines = [
@@ -79,7 +82,7 @@ def write_report(reports: Path, search_cfg: dict, trials: int, defaults: dict[st
         "measured where they ship: test accuracy in onnxruntime, file size, latency. Machine: 2 CPU cores.",
         "",
     ]
-    for teacher in rows["teacher"].unique():
+    for teacher in searched:
         m = meta.get(teacher, {})
         mine = table[table["teacher"] == teacher].sort_values(["role", "latency"])
         lines += [
@@ -96,6 +99,22 @@ def write_report(reports: Path, search_cfg: dict, trials: int, defaults: dict[st
             "",
             f"![front](search_front_{teacher}.png)",
             "",
+        ]
+        if mine.empty:  # not retrained: the front as the search measured it
+            lines += [
+                "The front on the validation split (not retrained on other seeds):",
+                "",
+                "| student | parameters | int8 file | latency b1 | latency b256 | validation |",
+                "|---|---:|---:|---:|---:|---:|",
+            ]
+            for r in fronts[teacher].itertuples():
+                lines.append(
+                    f"| {r.student}{' (chosen)' if r.chosen else ''} | {int(r.params):,} | {int(r.size_bytes):,} B | "
+                    f"{r.latency_ms:.4f} ms | {r.latency_ms_b256:.3f} ms | {r.val_accuracy * 100:.2f}% |"
+                )
+            lines.append("")
+            continue
+        lines += [
             "| student | role | parameters | int8 file | latency b1 | latency b256 | validation (search) | "
             "test, int8 ONNX | test, torch |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -110,14 +129,14 @@ def write_report(reports: Path, search_cfg: dict, trials: int, defaults: dict[st
         lines += ["", f"Against the defaults (int8 test accuracy, mean of {int(mine['seeds'].max())} seeds):", ""]
         lines += dominance(table, teacher, {json.dumps(spec, sort_keys=True) for spec in defaults.values()})
         lines.append("")
-    teachers = list(rows["teacher"].unique())
-    if len(teachers) > 1:
-        lines += ["## Does the best student depend on the teacher?", ""]
-        fronts = {t: set(table[(table["teacher"] == t) & (table["role"] != "default")]["student"]) for t in teachers}
-        for t in teachers:
-            chosen = table[(table["teacher"] == t) & (table["role"] == "chosen")]["student"].tolist()
-            lines.append(f"- {t}: front {', '.join(sorted(fronts[t]))}; chosen {', '.join(chosen) or 'none'}.")
-        shared = set.intersection(*fronts.values())
+    if len(searched) > 1:
+        lines += ["## Does the best student depend on the teacher?", "",
+                  "The fronts on the validation split, each search under the same budget and space:", ""]  # fmt: skip
+        names = {t: set(fronts[t]["student"]) for t in searched}
+        for t in searched:
+            chosen = fronts[t][fronts[t]["chosen"]]["student"].tolist()
+            lines.append(f"- {t}: front {', '.join(fronts[t]['student'])}; chosen {', '.join(chosen) or 'none'}.")
+        shared = set.intersection(*names.values())
         lines.append(f"- On every front: {', '.join(sorted(shared)) or 'no student'}.")
         lines.append("")
     write_text(reports / "search.md", "\n".join(lines))
