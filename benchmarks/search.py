@@ -11,15 +11,17 @@ train_teacher, synthesize, build_transfer, then search_student with `search.tria
 and space of params.yaml, timed. Then every student on that search's front, and the two hand-picked
 defaults (MLP 784-32-10 and CNN 8-16 hidden 32), is distilled by the distill stage with student.train's
 full schedule on each of --seeds (the search ran on params.seed), exported to int8 ONNX as the export
-stage does, and measured where it ships: test accuracy in onnxruntime, file size, latency at batch 1 and
-256 on one thread. Rows go to reports/search.csv at once (a rerun measures only what is missing);
-`--report-only` turns them into reports/search.md.
+stage does, and measured where it ships: test accuracy in onnxruntime and file size; then, with nothing else
+running, each architecture's latency at batch 1 and 256 on one thread (as the search measures it: it does not
+depend on the weights). `--jobs 2` distils two students at once. Rows go to reports/search.csv at once (a
+rerun measures only what is missing); `--report-only` turns them into reports/search.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import shutil
 import sys
 import time
@@ -84,14 +86,16 @@ def search(work: Path, teacher: str, trials: int, log) -> tuple[pd.DataFrame, fl
 
 
 def shipped(work: Path, teacher: str, trials: int, spec: dict, seed: int) -> dict:
-    """The student `spec` distilled on `seed`, exported to int8 ONNX as the export stage does, measured."""
+    """The student `spec` distilled on `seed`, exported to int8 ONNX as the export stage does, scored on the
+    test split (in torch and in onnxruntime), its file measured. Latency is measured apart (`latencies`)."""
     import torch
 
     from kdcore.checkpoint import load_model_dir
     from kdcore.data.prepared import load_meta, load_split
     from kdcore.inference import predict_logits
+    from kdcore.models import count_params
     from kdcore.models.onnx import OnnxModel
-    from kdcore.search.cost import measure
+    from kdcore.quantize.onnx_export import export_onnx, quantize_int8
     from kdcore.transfer.pool import POOL_FILE, SYNTHETIC_FILE, calibration_images, load_pool
 
     raw = project(work, teacher, trials, seed=seed, **{"student.model": spec})
@@ -109,23 +113,46 @@ def shipped(work: Path, teacher: str, trials: int, spec: dict, seed: int) -> dic
     pool = load_pool(paths.transfer / POOL_FILE, paths.prepared, paths.synthetic / SYNTHETIC_FILE)
     calibration = calibration_images(pool, params.export.calibration_samples, "export.calibration_samples")
     torch_acc = float((predict_logits(model, test.x).argmax(1) == test.y).float().mean())
-    from kdcore.quantize.onnx_export import export_onnx, quantize_int8
-
     export_onnx(model, meta.input_shape, out / "model.onnx")
     quantize_int8(out / "model.onnx", out / "model_int8.onnx", calibration, params.export.per_channel,
                   params.export.reduce_range)  # fmt: skip
     torch.set_num_threads(params.evaluate.latency_threads)
     int8_acc = float((predict_logits(OnnxModel(out / "model_int8.onnx"), test.x).argmax(1) == test.y).float().mean())
-    cost = measure(model, meta.input_shape, calibration, int8=True, repeats=params.evaluate.latency_repeats,
-                   threads=params.evaluate.latency_threads)  # fmt: skip
     return {
         "test_accuracy": round(torch_acc, 4),
         "test_accuracy_int8": round(int8_acc, 4),
-        "params": int(cost["params"]),
+        "params": int(count_params(model)),
         "size_bytes_int8": int((out / "model_int8.onnx").stat().st_size),
-        "latency_ms_int8": round(cost["latency_ms"], 4),
-        "latency_ms_b256_int8": round(cost["latency_ms_b256"], 4),
     }
+
+
+def latencies(work: Path, teacher: str, trials: int, spec: dict) -> dict:
+    """The int8 file's latency at batch 1 and 256 for the architecture `spec` (it does not depend on the
+    weights), measured as the search measures it; run with nothing else on the machine."""
+    import torch
+    from pydantic import TypeAdapter
+
+    from kdcore.config.models import ModelSpec
+    from kdcore.data.prepared import load_meta
+    from kdcore.models import build_model
+    from kdcore.search.cost import measure
+    from kdcore.transfer.pool import POOL_FILE, SYNTHETIC_FILE, calibration_images, load_pool
+
+    params = parse_params(project(work, teacher, trials))
+    paths = params.paths
+    meta = load_meta(paths.prepared)
+    pool = load_pool(paths.transfer / POOL_FILE, paths.prepared, paths.synthetic / SYNTHETIC_FILE)
+    calibration = calibration_images(pool, params.export.calibration_samples, "export.calibration_samples")
+    torch.manual_seed(0)
+    model = build_model(TypeAdapter(ModelSpec).validate_python(spec), meta.input_shape, meta.num_classes)
+    cost = measure(model, meta.input_shape, calibration, int8=True, repeats=params.evaluate.latency_repeats,
+                   threads=params.evaluate.latency_threads)  # fmt: skip
+    return {"latency_ms_int8": round(cost["latency_ms"], 4), "latency_ms_b256_int8": round(cost["latency_ms_b256"], 4)}
+
+
+def _shipped_task(task: tuple) -> tuple:
+    work, teacher, trials, spec, seed = task
+    return task, shipped(work, teacher, trials, spec, seed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,6 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/kdflow-search"))
     parser.add_argument("--reports", type=Path, default=ROOT / "reports")
     parser.add_argument("--report-only", action="store_true", help="only remake reports/search.md from the CSV")
+    parser.add_argument(
+        "--roles",
+        nargs="+",
+        choices=["default", "chosen", "front"],
+        default=["default", "chosen", "front"],
+        help="which students are retrained",
+    )
+    parser.add_argument("--jobs", type=int, default=1, help="students distilled at once (latency is timed alone)")
     parser.add_argument("--retrain", nargs="*", choices=list(TEACHERS), default=None,
                         help="teachers whose fronts are retrained on --seeds (default: every teacher searched); "
                         "the others' fronts are reported on the validation split")  # fmt: skip
@@ -160,23 +195,32 @@ def main(argv: list[str] | None = None) -> int:
             if args.retrain is not None and teacher not in args.retrain:
                 continue  # its front stays on the validation split (search_trials_<teacher>.csv)
             front = trials[trials["on_front"]]
-            students = [(r.student, json.loads(r.spec), "chosen" if r.chosen else "front", r.val_accuracy)
-                        for r in front.itertuples()]  # fmt: skip
-            students += [(name, spec, "default", None) for name, spec in DEFAULTS.items()]
-            for name, spec, role, val in students:
-                key = json.dumps(spec, sort_keys=True)
-                for seed in args.seeds:
-                    if (teacher, key, seed) in have:
-                        continue
-                    measured = shipped(args.work, teacher, args.trials, spec, seed)
+            students = [(name, spec, "default", None) for name, spec in DEFAULTS.items()]  # the yardsticks first
+            students += [(r.student, json.loads(r.spec), "chosen" if r.chosen else "front", r.val_accuracy)
+                         for r in front.sort_values("chosen", ascending=False).itertuples()]  # fmt: skip
+            students = [s for s in students if s[2] in args.roles]
+            about = {json.dumps(spec, sort_keys=True): (name, role, val) for name, spec, role, val in students}
+            tasks = [(args.work, teacher, args.trials, spec, seed) for _, spec, _, _ in students for seed in args.seeds
+                     if (teacher, json.dumps(spec, sort_keys=True), seed) not in have]  # fmt: skip
+            with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+                for (_, _, _, spec, seed), measured in pool.imap(_shipped_task, tasks):
+                    key = json.dumps(spec, sort_keys=True)
+                    name, role, val = about[key]
                     row = {"teacher": teacher, "student": name, "spec": key, "role": role, "seed": seed,
                            "search_val_accuracy": val, **measured}  # fmt: skip
                     rows.append(row)
                     have.add((teacher, key, seed))
                     print(f"{teacher}: {name} seed {seed}: int8 test accuracy {row['test_accuracy_int8']:.4f}, "
-                          f"{row['size_bytes_int8']:,} bytes, {row['latency_ms_int8']:.4f} ms", flush=True)  # fmt: skip
+                          f"{row['size_bytes_int8']:,} bytes", flush=True)  # fmt: skip
                     with atomic_path(csv) as tmp:
                         pd.DataFrame(rows, columns=COLUMNS).to_csv(tmp, index=False)
+            for key in sorted({r["spec"] for r in rows if r["teacher"] == teacher}):
+                timed = latencies(args.work, teacher, args.trials, json.loads(key))  # alone: the pool has closed
+                for r in rows:
+                    if r["teacher"] == teacher and r["spec"] == key:
+                        r.update(timed)
+                with atomic_path(csv) as tmp:
+                    pd.DataFrame(rows, columns=COLUMNS).to_csv(tmp, index=False)
     from benchmarks.search_report import write_report
 
     write_report(args.reports, yaml.safe_load((ROOT / "params.yaml").read_text())["search"], args.trials, DEFAULTS)
