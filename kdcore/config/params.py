@@ -164,6 +164,36 @@ class Params(Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _graph_settings(self) -> Params:
+        """On graph data the models are GNNs or MLPs on node features, and the objective is CE on the labelled
+        nodes and KD on the transfer nodes: what has no meaning for nodes is refused here, before any stage."""
+        if not self.data.is_graph:
+            return self
+        from kdcore.config.models import GNN_MODELS
+
+        allowed = (*GNN_MODELS, "mlp")
+        for name, teacher in self.teachers.items():
+            if teacher.origin == "onnx":
+                raise ValueError(f"teachers.{name}.onnx: on graph data a teacher is one of {', '.join(allowed)}")
+            if teacher.model.name not in allowed:
+                raise ValueError(f"teachers.{name}.model: {teacher.model.name} takes images; on graph data a model is "
+                                 f"one of {', '.join(allowed)}")  # fmt: skip
+        if self.student.model.name not in allowed:
+            raise ValueError(f"student.model: {self.student.model.name} takes images; on graph data a model is one of "
+                             f"{', '.join(allowed)}")  # fmt: skip
+        other = sorted({t.name for t in self.distill.terms} - {"ce", "kd"})
+        if other:
+            raise ValueError(f"distill.terms: {', '.join(other)} not for graph data (nodes have no views or feature "
+                             "maps here); use ce (labelled nodes) and kd (transfer nodes)")  # fmt: skip
+        if self.transfer.source != "real":
+            raise ValueError("transfer.source: graph data distils on the graph's own nodes; set it to real")
+        if self.search.trials:
+            raise ValueError("search.trials: the student search runs on image and vector data; set it to 0")
+        if self.distill.generations > 1:
+            raise ValueError("distill.generations: born-again generations run on image and vector data; set it to 1")
+        return self
+
     def synth_teacher(self) -> str:
         """The teacher the synthetic data is made from."""
         return self.synth.teacher or next(iter(self.teachers))

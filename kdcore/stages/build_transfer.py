@@ -179,6 +179,10 @@ def top_k_soft_labels(
 
 
 def run(params: Params) -> None:
+    if params.data.is_graph:
+        from kdcore.graph import stages as graph
+
+        return graph.build_transfer(params)
     cfg = params.transfer
     out = params.paths.transfer
     prepared = load_meta(params.paths.prepared)

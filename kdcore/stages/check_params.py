@@ -120,8 +120,27 @@ def check_against_models(params: Params, header: DataHeader) -> None:
         BatchNormStats(teachers[params.synth_teacher()], f"synth.method={synth.method}").remove()
 
 
+def check_graph(params: Params) -> None:
+    """Graph data: the graph reads, splits and passes its structural checks; the models build for its
+    features and classes, with their pretrained weights."""
+    from kdcore.graph.stages import input_shape, load_params_graph
+
+    graph = load_params_graph(params)
+    shape, classes = input_shape(graph), graph.num_classes
+    for name, cfg in params.teachers.items():
+        model = meta_model(cfg.model, shape, classes)
+        if cfg.pretrained is not None:
+            check_weights_file(cfg.pretrained, model, cfg.model.name, f"teachers.{name}.pretrained")
+    meta_model(params.student.model, shape, classes)
+    if params.lifelong.increments:
+        raise ConfigError("lifelong.increments: lifelong updates run on image and vector data; leave it empty")
+
+
 def check(params: Params) -> None:
     """Everything about params that can be decided before a stage runs (load_params checked the rest)."""
+    if params.data.is_graph:
+        check_graph(params)
+        return
     check_against_models(params, check_against_data(params))
 
 

@@ -40,6 +40,10 @@ GENERATION_SEED_STEP = 1_000  # generation g trains with seed + (g - 1) * this: 
 
 
 def run(params: Params) -> None:
+    if params.data.is_graph:
+        from kdcore.graph import stages as graph
+
+        return graph.train_student(params, distilled=True)
     cfg, student, paths = params.distill, params.student, params.paths
     device = resolve_device(params.device)
     prepared = load_meta(paths.prepared)

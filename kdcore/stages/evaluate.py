@@ -80,6 +80,10 @@ def omitted_rows(student_dir, names: list[str], logits: dict, labels: torch.Tens
 
 
 def run(params: Params) -> None:
+    if params.data.is_graph:
+        from kdcore.graph import stages as graph
+
+        return graph.evaluate(params)
     paths = params.paths
     prepared = load_meta(paths.prepared)
     test = load_split(paths.prepared, "test")

@@ -28,6 +28,10 @@ MAX_FP32_DIFF = 1e-3  # onnxruntime against torch on the same fp32 weights
 
 
 def run(params: Params) -> None:
+    if params.data.is_graph:
+        from kdcore.graph import stages as graph
+
+        return graph.export(params)
     cfg = params.export
     meta = load_meta(params.paths.prepared)
     test = load_split(params.paths.prepared, "test")

@@ -285,6 +285,10 @@ def check_learnable(header: DataHeader, ids: list[str], where: str, min_class_fr
 
 
 def run(params: Params) -> None:
+    if params.data.is_graph:
+        from kdcore.graph import stages as graph
+
+        return graph.prepare(params)
     cfg = params.data
     out = params.paths.prepared
     where = f"data.path {cfg.path}" if cfg.path else f"data.source {cfg.source}"

@@ -98,6 +98,10 @@ def torch_figures(params: Params, converted: nn.Module, test) -> dict[str, float
 
 
 def run(params: Params) -> None:
+    if params.data.is_graph:
+        from kdcore.graph import stages as graph
+
+        return graph.quantize(params)
     cfg = params.quantize
     meta = load_meta(params.paths.prepared)
     test = load_split(params.paths.prepared, "test")

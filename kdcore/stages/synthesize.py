@@ -66,8 +66,8 @@ def run(params: Params) -> None:
             torch.zeros(0, c, h, w),
             torch.zeros(0, dtype=torch.long),
             prepared.meta["class_names"],
-            prepared.meta["mean"],
-            prepared.meta["std"],
+            prepared.meta.get("mean", [0.0] * c),  # graph data has no pixel statistics
+            prepared.meta.get("std", [1.0] * c),
             "no synthetic data (transfer.source: real)",
         )
         print("synthesize: transfer.source is real; nothing to synthesise")

@@ -28,6 +28,10 @@ SCRATCH_TRANSFER_KEYS = ("views", "shift", "include_teacher_train", "labeled", "
 
 
 def run(params: Params) -> None:
+    if params.data.is_graph:
+        from kdcore.graph import stages as graph
+
+        return graph.train_student(params, distilled=False)
     cfg, student, paths = params.transfer, params.student, params.paths
     prepared = load_meta(paths.prepared)
     test = load_split(paths.prepared, "test")

@@ -166,6 +166,10 @@ def log_evaluation(live_dir: Path, accuracy: float) -> None:
 def run(params: Params, teacher: str | None = None) -> None:
     if teacher is not None and teacher not in params.teachers:
         raise ConfigError(f"--teacher {teacher!r}: not in params teachers ({', '.join(params.teachers)})")
+    if params.data.is_graph:
+        from kdcore.graph import stages as graph
+
+        return graph.train_teacher(params, teacher)
     for name in [teacher] if teacher is not None else list(params.teachers):
         if params.teachers[name].origin == "train":
             train_one(params, name)

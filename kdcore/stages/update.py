@@ -45,6 +45,10 @@ def base_increment(params: Params) -> Increment:
 
 
 def run(params: Params) -> None:
+    if params.data.is_graph:
+        from kdcore.graph import stages as graph
+
+        return graph.nothing_to_update(params)
     cfg = params.lifelong
     meta = load_meta(params.paths.prepared)
     student, _ = load_model_dir(params.paths.student_kd)
