@@ -35,7 +35,10 @@ def test_every_data_source_is_a_valid_data_source(name: str) -> None:
 
 def test_an_unknown_data_source_lists_the_registered_ones() -> None:
     message = refused(tiny_raw(data__source="cifar"))
-    assert "data.source" in message and f"known: {', '.join(SOURCES.names())}" in message
+    from kdcore.config.data import GRAPH_SOURCES
+
+    known = sorted(SOURCES.names() + list(GRAPH_SOURCES))
+    assert "data.source" in message and f"known: {', '.join(known)}" in message
 
 
 @pytest.mark.parametrize("name", SYNTHESIZERS.names())
@@ -91,7 +94,9 @@ def test_an_unknown_term_lists_the_registered_ones() -> None:
 
 def test_the_builtin_models_are_the_registered_ones() -> None:
     build_model(parse_params(tiny_raw()).student.model, (1, 8, 8), 10)  # registers the built-ins
-    assert sorted(BUILTIN_MODELS) == MODELS.names()
+    from kdcore.config.models import GNN_MODELS
+
+    assert sorted(BUILTIN_MODELS + GNN_MODELS) == MODELS.names()
 
 
 def _names_in_comment(line: str) -> set[str]:

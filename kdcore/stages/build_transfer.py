@@ -179,10 +179,15 @@ def top_k_soft_labels(
 
 
 def run(params: Params) -> None:
-    if params.data.is_graph:
-        from kdcore.graph import stages as graph
+    if params.data.is_graph:  # kdcore/graph/pipeline.py
+        from kdcore.checkpoint import load_model_dir
+        from kdcore.graph import pipeline
 
-        return graph.build_transfer(params)
+        graph, _ = pipeline.prepared_graph(params.paths.prepared)
+        teachers = {name: load_model_dir(params.paths.teachers / name)[0] for name in params.teachers}
+        report = params.paths.reports / "validation" / "build_transfer.html"
+        pipeline.write_soft_labels(graph, teachers, params.transfer.ensemble, params.paths.transfer, report)
+        return
     cfg = params.transfer
     out = params.paths.transfer
     prepared = load_meta(params.paths.prepared)

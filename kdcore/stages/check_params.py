@@ -123,9 +123,10 @@ def check_against_models(params: Params, header: DataHeader) -> None:
 def check_graph(params: Params) -> None:
     """Graph data: the graph reads, splits and passes its structural checks; the models build for its
     features and classes, with their pretrained weights."""
-    from kdcore.graph.stages import input_shape, load_params_graph
+    from kdcore.graph.pipeline import input_shape, read_graph
 
-    graph = load_params_graph(params)
+    cfg = params.data
+    graph = read_graph(cfg.source, cfg.path, cfg.name, cfg.graph, params.seed)
     shape, classes = input_shape(graph), graph.num_classes
     for name, cfg in params.teachers.items():
         model = meta_model(cfg.model, shape, classes)

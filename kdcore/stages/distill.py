@@ -40,11 +40,18 @@ GENERATION_SEED_STEP = 1_000  # generation g trains with seed + (g - 1) * this: 
 
 
 def run(params: Params) -> None:
-    if params.data.is_graph:
-        from kdcore.graph import stages as graph
-
-        return graph.train_student(params, distilled=True)
     cfg, student, paths = params.distill, params.student, params.paths
+    if params.data.is_graph:  # kdcore/graph/pipeline.py: ce on the labelled nodes, the rest on the transfer nodes
+        from kdcore.graph import pipeline
+
+        graph, _ = pipeline.prepared_graph(params.paths.prepared)
+        pipeline.train_and_save(
+            graph, student.model, student.train, pipeline.distill_targets(graph, paths.transfer),
+            [t.model_dump(mode="json") for t in cfg.terms], cfg.temperature, seed=params.seed,
+            patience=params.data.graph.patience, key="student_kd", model_out=paths.student_kd,
+            live_out=paths.live / "student_kd", metrics=paths.metrics, config={"distill": cfg.model_dump(mode="json")},
+        )  # fmt: skip
+        return
     device = resolve_device(params.device)
     prepared = load_meta(paths.prepared)
     test = load_split(paths.prepared, "test")

@@ -79,11 +79,31 @@ def omitted_rows(student_dir, names: list[str], logits: dict, labels: torch.Tens
     return {k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}
 
 
-def run(params: Params) -> None:
-    if params.data.is_graph:
-        from kdcore.graph import stages as graph
+def evaluate_graph(params: Params) -> None:
+    """Graph data (kdcore/graph/deploy.py): every model on the test nodes, and the latency of unseen nodes."""
+    from kdcore.graph import deploy, pipeline
 
-        return graph.evaluate(params)
+    paths = params.paths
+    graph, meta = pipeline.prepared_graph(paths.prepared)
+    models = {f"teacher_{n}": paths.teachers / n for n in params.teachers}
+    models.update(student_scratch=paths.student_scratch, student_kd=paths.student_kd)
+    runs = {f"teacher {n}": paths.live / "teachers" / n for n in params.teachers}
+    runs.update({"scratch student": paths.live / "student_scratch", "distilled student": paths.live / "student_kd"})
+    about = {
+        "data": str(params.data.path),
+        "teachers": ", ".join(f"{n} ({t.model.name})" for n, t in params.teachers.items()),
+        "student": params.student.model.name,
+        "terms": " + ".join(f"{t.weight:g} {t.name}" for t in params.distill.terms),
+        "temperature": params.distill.temperature,
+    }
+    ev = params.evaluate
+    deploy.evaluate_graph(graph, meta, models, runs, paths, params.transfer.ensemble, ev.ece_bins,
+                          ev.latency_threads, ev.latency_repeats, params.seed, about)  # fmt: skip
+
+
+def run(params: Params) -> None:
+    if params.data.is_graph:  # kdcore/graph/deploy.py
+        return evaluate_graph(params)
     paths = params.paths
     prepared = load_meta(paths.prepared)
     test = load_split(paths.prepared, "test")

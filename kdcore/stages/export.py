@@ -28,10 +28,15 @@ MAX_FP32_DIFF = 1e-3  # onnxruntime against torch on the same fp32 weights
 
 
 def run(params: Params) -> None:
-    if params.data.is_graph:
-        from kdcore.graph import stages as graph
+    if params.data.is_graph:  # kdcore/graph/deploy.py
+        from kdcore.graph import deploy, pipeline
 
-        return graph.export(params)
+        paths, ev = params.paths, params.evaluate
+        graph, _ = pipeline.prepared_graph(paths.prepared)
+        students = {"student_kd": paths.student_kd, "student_scratch": paths.student_scratch}
+        deploy.export_students(graph, students, paths.transfer, paths.exported, paths.metrics, params.export,
+                               ev.latency_threads, ev.latency_repeats, params.seed)  # fmt: skip
+        return
     cfg = params.export
     meta = load_meta(params.paths.prepared)
     test = load_split(params.paths.prepared, "test")

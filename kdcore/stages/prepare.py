@@ -285,10 +285,15 @@ def check_learnable(header: DataHeader, ids: list[str], where: str, min_class_fr
 
 
 def run(params: Params) -> None:
-    if params.data.is_graph:
-        from kdcore.graph import stages as graph
+    if params.data.is_graph:  # kdcore/graph/pipeline.py
+        from kdcore.graph import pipeline
 
-        return graph.prepare(params)
+        cfg = params.data
+        graph = pipeline.read_graph(cfg.source, cfg.path, cfg.name, cfg.graph, params.seed)
+        about = {"source": cfg.source, "name": cfg.name, "setting": cfg.graph.setting, "split": cfg.graph.split}
+        report = params.paths.reports / "validation" / "prepare.html"
+        pipeline.write_prepared(graph, params.paths.prepared, report, about)
+        return
     cfg = params.data
     out = params.paths.prepared
     where = f"data.path {cfg.path}" if cfg.path else f"data.source {cfg.source}"

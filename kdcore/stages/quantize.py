@@ -98,10 +98,10 @@ def torch_figures(params: Params, converted: nn.Module, test) -> dict[str, float
 
 
 def run(params: Params) -> None:
-    if params.data.is_graph:
-        from kdcore.graph import stages as graph
+    if params.data.is_graph:  # the int8 student is export's ONNX file
+        from kdcore.graph import deploy
 
-        return graph.quantize(params)
+        return deploy.no_quantized_files(params.paths.quantized, params.paths.metrics)
     cfg = params.quantize
     meta = load_meta(params.paths.prepared)
     test = load_split(params.paths.prepared, "test")

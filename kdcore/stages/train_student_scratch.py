@@ -28,10 +28,17 @@ SCRATCH_TRANSFER_KEYS = ("views", "shift", "include_teacher_train", "labeled", "
 
 
 def run(params: Params) -> None:
-    if params.data.is_graph:
-        from kdcore.graph import stages as graph
+    if params.data.is_graph:  # kdcore/graph/pipeline.py: the labelled nodes alone
+        from kdcore.graph import pipeline
 
-        return graph.train_student(params, distilled=False)
+        graph, _ = pipeline.prepared_graph(params.paths.prepared)
+        pipeline.train_and_save(
+            graph, params.student.model, params.student.train, pipeline.labelled_targets(graph), pipeline.CE, 1.0,
+            seed=params.seed, patience=params.data.graph.patience, key="student_scratch",
+            model_out=params.paths.student_scratch, live_out=params.paths.live / "student_scratch",
+            metrics=params.paths.metrics, config={},
+        )  # fmt: skip
+        return
     cfg, student, paths = params.transfer, params.student, params.paths
     prepared = load_meta(paths.prepared)
     test = load_split(paths.prepared, "test")

@@ -163,13 +163,37 @@ def log_evaluation(live_dir: Path, accuracy: float) -> None:
     live.end()
 
 
+def train_graph_teachers(params: Params, names: list[str]) -> None:
+    """Graph data (kdcore/graph/pipeline.py): each teacher trained on the training graph, or taken as it is."""
+    from kdcore.graph import pipeline
+    from kdcore.graph.train import accuracy, node_logits
+
+    graph, _ = pipeline.prepared_graph(params.paths.prepared)
+    for name in names:
+        cfg = params.teachers[name]
+        out, live = params.paths.teachers / name, params.paths.live / "teachers" / name
+        if cfg.origin == "train":
+            pipeline.train_and_save(
+                graph, cfg.model, cfg.train, pipeline.labelled_targets(graph), pipeline.CE, 1.0,
+                seed=params.teacher_seed(name), patience=params.data.graph.patience, key=f"teacher_{name}",
+                model_out=out, live_out=live, metrics=params.paths.metrics, config={"teacher": name},
+            )  # fmt: skip
+            continue
+        model = load_pretrained(cfg, name, pipeline.input_shape(graph), graph.num_classes)
+        val = accuracy(node_logits(model, graph), graph.y, graph.mask("val"))
+        with replaced_together(out, live) as (model_dir, live_dir):
+            save_model_dir(model_dir, model, cfg.model, pipeline.input_shape(graph), graph.num_classes, seed=None,
+                           config={"teacher": name, "origin": "pretrained", "source": str(cfg.pretrained)})  # fmt: skip
+            pipeline.log_history(live_dir, [{"val/accuracy": val}])
+        write_training_time(params.paths.metrics, f"teacher_{name}", [])
+        print(f"teacher {name}: trained elsewhere ({cfg.pretrained}), validation accuracy {val:.4f} -> {out}")
+
+
 def run(params: Params, teacher: str | None = None) -> None:
     if teacher is not None and teacher not in params.teachers:
         raise ConfigError(f"--teacher {teacher!r}: not in params teachers ({', '.join(params.teachers)})")
     if params.data.is_graph:
-        from kdcore.graph import stages as graph
-
-        return graph.train_teacher(params, teacher)
+        return train_graph_teachers(params, [teacher] if teacher is not None else list(params.teachers))
     for name in [teacher] if teacher is not None else list(params.teachers):
         if params.teachers[name].origin == "train":
             train_one(params, name)

@@ -45,10 +45,10 @@ def base_increment(params: Params) -> Increment:
 
 
 def run(params: Params) -> None:
-    if params.data.is_graph:
-        from kdcore.graph import stages as graph
+    if params.data.is_graph:  # lifelong increments are image and vector data
+        from kdcore.graph import deploy
 
-        return graph.nothing_to_update(params)
+        return deploy.no_updates(params.paths.updates, params.paths.metrics, params.paths.plots)
     cfg = params.lifelong
     meta = load_meta(params.paths.prepared)
     student, _ = load_model_dir(params.paths.student_kd)
