@@ -139,7 +139,7 @@ def onnx_files(model, features: int, calibration: torch.Tensor, out: Path) -> di
 
 
 def measure_seed(root: Path, name: str, setting: str, seed: int, chosen: dict, log) -> list[dict]:
-    from kdcore.graph.serve import features_latency_ms, gnn_latency_ms
+    from kdcore.graph.serve import NeighbourIndex, features_latency_ms, gnn_latency_ms
     from kdcore.graph.train import accuracy, node_logits
     from kdcore.models.onnx import OnnxModel
 
@@ -150,6 +150,7 @@ def measure_seed(root: Path, name: str, setting: str, seed: int, chosen: dict, l
     if len(batch) < 1000:  # fewer test nodes than the batch: the batch repeats them, as a server's would
         batch = batch[torch.arange(1000) % len(batch)]
     one = batch[:1]
+    index = NeighbourIndex(graph.edge_index, graph.num_nodes)
     rows = []
 
     def row(model_name: str, role: str, acc: float, b1000: float, b1: float) -> None:
@@ -162,8 +163,8 @@ def measure_seed(root: Path, name: str, setting: str, seed: int, chosen: dict, l
             kind,
             "teacher",
             accuracy(whole, graph.y, test),
-            gnn_latency_ms(model, graph, batch, REPEATS, THREADS),
-            gnn_latency_ms(model, graph, one, REPEATS, THREADS),
+            gnn_latency_ms(model, graph, batch, REPEATS, THREADS, index),
+            gnn_latency_ms(model, graph, one, REPEATS, THREADS, index),
         )
         c = chosen[f"mlp<-{kind}"]
         student = student_run(observed, soft, seed, c["hidden"], c["weight_decay"], c["ce"])
@@ -191,14 +192,15 @@ def latency_row(dataset: str, model: str, role: str, seed: int, b1000: float, b1
     return dict(zip(COLUMNS, values, strict=True))
 
 
-def scaling_rows(nodes: int, features: int, degree: int, seed: int, hidden: int, log) -> list[dict]:
+def scaling_rows(nodes: int, features: int, degree: int, seed: int, hidden: int, log) -> tuple[list[dict], dict]:
     """Latency alone on a random graph of `nodes` nodes with `features` features and mean degree `degree`
     (the shape of a larger graph than the benchmark's): untrained models, as latency does not depend on the
-    weights. The MLP is as wide as the distilled students chosen on the real graph."""
+    weights. The MLP is as wide as the distilled students chosen on the real graph. Also returns the graph's
+    shape and how many nodes the GNNs gather for each batch."""
     from kdcore.graph.data import Graph
     from kdcore.graph.models import GNN
     from kdcore.graph.planetoid import symmetric_edges
-    from kdcore.graph.serve import features_latency_ms, gnn_latency_ms
+    from kdcore.graph.serve import NeighbourIndex, features_latency_ms, gnn_latency_ms
     from kdcore.models.builtin import MLP
     from kdcore.models.onnx import OnnxModel
 
@@ -209,11 +211,16 @@ def scaling_rows(nodes: int, features: int, degree: int, seed: int, hidden: int,
                   {}, [str(c) for c in range(10)])  # fmt: skip
     batch = torch.randperm(nodes, generator=generator)[:1000]
     one = batch[:1]
+    index = NeighbourIndex(edges, nodes)
     name = f"random {nodes:,} nodes, degree {edges.shape[1] / nodes:.0f}, {features} features"
+    info = {"dataset": name, "nodes": nodes, "edges": int(edges.shape[1]), "features": features, "hidden": hidden,
+            "gathered_1000": len(index.neighbourhood(batch, TEACHER["layers"])[0]),
+            "gathered_1": len(index.neighbourhood(one, TEACHER["layers"])[0])}  # fmt: skip
+    log(f"{name}: a 2-hop neighbourhood holds {info['gathered_1000']:,} nodes for 1,000, {info['gathered_1']:,} for 1")
     rows = []
     for kind in ("sage", "gcn"):
         model = GNN(kind, features, TEACHER["hidden"], 10, TEACHER["layers"], 0.0)
-        times = [gnn_latency_ms(model, graph, nodes_, REPEATS, THREADS) for nodes_ in (batch, one)]
+        times = [gnn_latency_ms(model, graph, nodes_, REPEATS, THREADS, index) for nodes_ in (batch, one)]
         rows.append(latency_row(name, kind, "teacher", seed, *times))
         log(f"{name}: {kind} {rows[-1]['latency_ms']:.2f} ms for 1,000 nodes")
     with tempfile.TemporaryDirectory(prefix="kdflow-graph-") as tmp:
@@ -226,7 +233,7 @@ def scaling_rows(nodes: int, features: int, degree: int, seed: int, hidden: int,
             times = [features_latency_ms(shipped, graph, nodes_, REPEATS, THREADS) for nodes_ in (batch, one)]
             rows.append(latency_row(name, label, "student", seed, *times))
             log(f"{name}: {label} {rows[-1]['latency_ms']:.3f} ms for 1,000 nodes")
-    return rows
+    return rows, info
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -269,10 +276,18 @@ def main(argv: list[str] | None = None) -> int:
                     pd.DataFrame(rows, columns=COLUMNS).to_csv(tmp, index=False)
         nodes, features, degree = args.scaling
         if nodes and not any(r["setting"] == "latency only" for r in rows):
-            widths = [c["hidden"] for key, m in meta.items() for role, c in m["chosen"].items() if role != "scratch"]
-            rows += scaling_rows(nodes, features, degree, 0, max(widths, default=256), print)
+            widths = [
+                c["hidden"]
+                for m in meta.values()
+                if "chosen" in m
+                for role, c in m["chosen"].items()
+                if role != "scratch"
+            ]
+            new, meta["scaling"] = scaling_rows(nodes, features, degree, 0, max(widths, default=256), print)
+            with atomic_path(meta_path) as tmp:
+                tmp.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
             with atomic_path(csv) as tmp:
-                pd.DataFrame(rows, columns=COLUMNS).to_csv(tmp, index=False)
+                pd.DataFrame(rows + new, columns=COLUMNS).to_csv(tmp, index=False)
     from benchmarks.graph_report import write_report
 
     write_report(args.reports)

@@ -49,6 +49,14 @@ def write_report(reports: Path) -> None:
         lat1 = dict(zip(part["model"], part["latency_b1"], strict=True))
         scratch = acc.get("mlp", float("nan"))
         if setting == "latency only":
+            scale = meta.get("scaling", {})
+            if scale.get("dataset") == dataset:
+                lines[-2:-2] = [
+                    f"Untrained models (latency does not depend on the weights): {scale['nodes']:,} nodes, "
+                    f"{scale['edges']:,} directed edges, {scale['features']} features, an MLP of hidden width "
+                    f"{scale['hidden']}. The 2-hop neighbourhood a GNN gathers holds {scale['gathered_1000']:,} "
+                    f"nodes for a batch of 1,000 and {scale['gathered_1']:,} for 1 node.", "",
+                ]  # fmt: skip
             for kind in ("sage", "gcn"):
                 for mlp in ("mlp", "mlp int8"):
                     if kind in lat and mlp in lat:

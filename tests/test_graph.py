@@ -173,6 +173,33 @@ def test_each_gnn_runs_forward_and_backward(kind: str, tmp_path: Path) -> None:
     assert all(g is not None and torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
 
 
+@pytest.mark.parametrize("kind", ["sage", "gat"])
+def test_gathering_a_neighbourhood_gives_the_whole_graphs_logits(kind: str) -> None:
+    from torch_geometric.utils import k_hop_subgraph
+
+    from kdcore.graph.data import Graph
+    from kdcore.graph.models import GNN
+    from kdcore.graph.serve import NeighbourIndex, gnn_predict
+
+    arrays = block_graph(n=300, features=12, seed=3)
+    edges = torch.from_numpy(arrays["edge_index"])
+    edges = torch.cat([edges, edges.flip(0)], 1)
+    graph = Graph(torch.from_numpy(arrays["x"]), torch.from_numpy(arrays["y"]), edges, {}, ["a", "b", "c"])
+    torch.manual_seed(0)
+    model = GNN(kind, 12, 16, 3, 2, 0.0, heads=2).eval()
+    index = NeighbourIndex(graph.edge_index, graph.num_nodes)
+    nodes = torch.tensor([17, 4, 250, 4])  # a repeated node is answered twice
+    subset, sub_edges, mapping = index.neighbourhood(nodes, 2)
+    expected = k_hop_subgraph(nodes, 2, graph.edge_index, num_nodes=graph.num_nodes)[0]
+    assert sorted(subset.tolist()) == sorted(expected.tolist())
+    assert subset[mapping].tolist() == nodes.tolist() and sub_edges.min() >= 0
+    with torch.no_grad():
+        whole = model(graph.x, graph.edge_index)[nodes]
+        gathered = gnn_predict(model, graph, index, nodes)
+    torch.testing.assert_close(gathered, whole, rtol=1e-5, atol=1e-5)
+    assert len(subset) < graph.num_nodes  # the check above is not the whole graph run again
+
+
 def test_an_mlp_distilled_from_a_gnn_beats_one_trained_on_labels_alone(tmp_path: Path) -> None:
     """On a graph whose edges carry what the features lack, the GNN's soft labels on the unlabelled nodes
     teach an MLP more than the few labels do (GLNN's claim, on a tiny scale)."""

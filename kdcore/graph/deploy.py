@@ -119,7 +119,7 @@ def evaluate_graph(
         save_curves_png,
         save_per_class_png,
     )
-    from kdcore.graph.serve import features_latency_ms, gnn_latency_ms
+    from kdcore.graph.serve import NeighbourIndex, features_latency_ms, gnn_latency_ms
     from kdcore.transfer.ensemble import combine_logits
 
     started = time.perf_counter()
@@ -159,10 +159,10 @@ def evaluate_graph(
     save_per_class_png(paths.plots / "per_class_accuracy.png", per_class, names)
 
     one, batch = latency_nodes(graph, seed)
-    latency = {}
+    latency, index = {}, NeighbourIndex(graph.edge_index, graph.num_nodes)
     for name, model in models.items():
         if needs_edges(model):
-            times = [gnn_latency_ms(model, graph, nodes, repeats, threads) for nodes in (one, batch)]
+            times = [gnn_latency_ms(model, graph, nodes, repeats, threads, index) for nodes in (one, batch)]
         else:
             times = [features_latency_ms(model, graph, nodes, repeats, threads) for nodes in (one, batch)]
         latency[name] = {"latency_ms_b1": round(times[0], 4), f"latency_ms_b{LATENCY_BATCH}": round(times[1], 4)}
