@@ -13,8 +13,9 @@ Settings: the teachers use the common settings for these graphs (2 layers of 64,
 weight decay 5e-4, the epoch of best validation accuracy, patience 50), not tuned here. The students' width,
 weight decay and the CE weight lambda of the distilled one are chosen by mean validation accuracy on
 --choice-seeds, separately for each setting and teacher, and then reported on --seeds, which the choice did
-not use. Latency: one thread; a GNN gathers each node's 2-hop neighbourhood from the whole graph and runs on it
-in PyTorch; the MLP runs as its ONNX file (fp32 and int8) in onnxruntime on the nodes' features.
+not use. Latency: one thread; a GNN gathers each node's 2-hop neighbourhood from the whole graph (through its
+in-neighbour index, built once) and runs on it in PyTorch; the MLP runs as its ONNX file (fp32 and int8) in
+onnxruntime on the nodes' features.
 
 Cora is small: the 2-hop neighbourhood of 1,000 nodes is most of its 2,708. `--scaling NODES FEATURES DEGREE`
 (default 200,000 nodes, 100 features, mean degree 50: the shape of OGB Products, on which GLNN measured its
