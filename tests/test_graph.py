@@ -173,7 +173,7 @@ def test_each_gnn_runs_forward_and_backward(kind: str, tmp_path: Path) -> None:
     assert all(g is not None and torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
 
 
-@pytest.mark.parametrize("kind", ["sage", "gat"])
+@pytest.mark.parametrize("kind", ["gcn", "sage", "gat"])
 def test_gathering_a_neighbourhood_gives_the_whole_graphs_logits(kind: str) -> None:
     from torch_geometric.utils import k_hop_subgraph
 

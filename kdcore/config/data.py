@@ -45,6 +45,12 @@ class GraphDataConfig(Section):
     patience: PositiveInt = Field(
         default=50, description="Training keeps the epoch of best validation accuracy and stops this many after it."
     )
+    fanouts: list[PositiveInt] | None = Field(
+        default=None,
+        description="GNN training: null runs the whole graph each step; a list (one per layer, e.g. [10, 10]) trains "
+        "on mini-batches of train.batch_size nodes, each with at most that many sampled neighbours per hop "
+        "(GraphSAGE), so a step's memory follows the batch, not the graph.",
+    )
 
 
 class DataConfig(Section):

@@ -192,6 +192,13 @@ class Params(Section):
             raise ValueError("search.trials: the student search runs on image and vector data; set it to 0")
         if self.distill.generations > 1:
             raise ValueError("distill.generations: born-again generations run on image and vector data; set it to 1")
+        fanouts = self.data.graph.fanouts
+        models = [(f"teachers.{n}.model", t.model) for n, t in self.teachers.items()]
+        models.append(("student.model", self.student.model))
+        for key, spec in models:
+            if fanouts and spec.name in GNN_MODELS and spec.layers != len(fanouts):
+                raise ValueError(f"data.graph.fanouts: {len(fanouts)} given, but {key} ({spec.name}) has {spec.layers} "
+                                 "layers; give one fanout per layer")  # fmt: skip
         return self
 
     def synth_teacher(self) -> str:

@@ -15,6 +15,7 @@ drawn from the rest). Two settings (Zhang et al. 2022, GLNN, section 5):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from kdcore.errors import DataError
+from kdcore.graph.neighbours import NeighbourIndex
 
 MASKS = ("train", "val", "test")
 
@@ -45,6 +47,11 @@ class Graph:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @functools.cached_property
+    def neighbours(self) -> NeighbourIndex:
+        """The edges grouped by destination, built on first use (kdcore/graph/neighbours.py)."""
+        return NeighbourIndex(self.edge_index, self.num_nodes)
 
     def mask(self, name: str) -> torch.Tensor:
         return self.masks.get(name, torch.zeros(self.num_nodes, dtype=torch.bool))

@@ -45,14 +45,54 @@ class GNN(nn.Module):
                 )
             width = out
 
-    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, degree: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of every node of (x, edge_index). `degree` (N,): the nodes' in-degree in a larger graph of
+        which `edge_index` is a part (a gathered neighbourhood, a sampled batch); a GCN then normalises each
+        edge with those degrees, as it does on the whole graph. The other kinds do not need it."""
         x = x.flatten(1)  # node features may arrive as (N, F, 1, 1), like vector data
-        for i, conv in enumerate(self.convs):
-            x = nn.functional.dropout(x, self.dropout, self.training)
-            x = conv(x, edge_index)
-            if i < len(self.convs) - 1:
-                x = nn.functional.relu(self.norms[i](x))
+        for i in range(len(self.convs)):
+            x = self.layer(i, x, edge_index, degree)
         return x  # (N, classes)
+
+    def layer(self, i: int, x: torch.Tensor, edge_index: torch.Tensor, degree: torch.Tensor | None) -> torch.Tensor:
+        conv = self.convs[i]
+        x = nn.functional.dropout(x, self.dropout, self.training)
+        if self.kind == "gcn" and degree is not None:
+            x = _gcn_with_degree(conv, x, edge_index, degree)
+        else:
+            x = conv(x, edge_index)
+        if i < len(self.convs) - 1:
+            x = nn.functional.relu(self.norms[i](x))
+        return x
+
+    @torch.no_grad()
+    def layerwise(self, x: torch.Tensor, index, chunk: int) -> torch.Tensor:
+        """Logits of every node of the graph `index` (a NeighbourIndex) holds, one layer at a time over chunks
+        of `chunk` nodes: memory follows a chunk's edges and one layer's outputs, not every edge's messages."""
+        from kdcore.graph.neighbours import NeighbourIndex
+
+        assert isinstance(index, NeighbourIndex)
+        degree, h = index.in_degree, x.flatten(1)
+        for i in range(len(self.convs)):
+            parts = []
+            for start in range(0, index.num_nodes, chunk):
+                nodes = torch.arange(start, min(start + chunk, index.num_nodes))
+                subset, edges, mapping = index.neighbourhood(nodes, 1)
+                parts.append(self.layer(i, h[subset], edges, degree[subset])[mapping])
+            h = torch.cat(parts)
+        return h
+
+
+def _gcn_with_degree(conv, x: torch.Tensor, edge_index: torch.Tensor, degree: torch.Tensor) -> torch.Tensor:
+    """GCNConv (Kipf and Welling 2017) with D^-1/2 (A + I) D^-1/2 taken from `degree` (in-degrees without the
+    self-loop) rather than from `edge_index`, which may hold only part of each node's edges."""
+    n = x.shape[0]
+    loops = torch.arange(n)
+    edges = torch.cat([edge_index, torch.stack([loops, loops])], 1)
+    scale = (degree.to(x.dtype) + 1.0).pow(-0.5)
+    weight = scale[edges[0]] * scale[edges[1]]
+    out = conv.propagate(edges, x=conv.lin(x), edge_weight=weight)
+    return out if conv.bias is None else out + conv.bias
 
 
 def needs_edges(model: nn.Module) -> bool:

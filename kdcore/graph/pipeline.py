@@ -125,14 +125,16 @@ def log_history(live_dir: Path, history: list[dict[str, float]]) -> None:
 
 
 def train_on_graph(
-    spec, train_cfg, graph: Graph, targets: NodeTargets, terms, temperature: float, seed: int, patience: int, desc: str
-):
-    """A fresh model of `spec` trained on the training graph (the graph's `observed()` part): model, history."""
+    spec, train_cfg, graph: Graph, targets: NodeTargets, terms, temperature: float, seed: int, patience: int, desc: str,
+    fanouts: list[int] | None = None,
+):  # fmt: skip
+    """A fresh model of `spec` trained on the training graph (the graph's `observed()` part): model, history.
+    `fanouts`: a GNN trains on sampled mini-batches (kdcore.graph.train.train_nodes)."""
     observed, _ = graph.observed()
     seed_everything(seed)
     model = build_model(spec, input_shape(graph), graph.num_classes)
     return train_nodes(model, observed, targets, terms, temperature, train_cfg, seed=seed, patience=patience,
-                       desc=desc)  # fmt: skip
+                       desc=desc, fanouts=fanouts)  # fmt: skip
 
 
 def train_and_save(
@@ -145,6 +147,7 @@ def train_and_save(
     *,
     seed: int,
     patience: int,
+    fanouts: list[int] | None = None,
     key: str,
     model_out: Path,
     live_out: Path,
@@ -153,7 +156,8 @@ def train_and_save(
 ) -> None:
     """Trains a model (a teacher or a student) and writes it, its dvclive logs and its training time."""
     with replaced_together(model_out, live_out) as (model_dir, live_dir):
-        model, history = train_on_graph(spec, train_cfg, graph, targets, terms, temperature, seed, patience, key)
+        model, history = train_on_graph(spec, train_cfg, graph, targets, terms, temperature, seed, patience, key,
+                                        fanouts)  # fmt: skip
         log_history(live_dir, history)
         write_training_time(metrics, key, [history])
         save_model_dir(model_dir, model, spec, input_shape(graph), graph.num_classes, seed=seed,

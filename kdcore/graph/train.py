@@ -1,5 +1,7 @@
-"""Training and inference on a graph's nodes, for GNNs (the whole graph per step, as GCN, GraphSAGE and GAT
-are trained on citation graphs) and for MLPs on node features (mini-batches of nodes, no edges).
+"""Training and inference on a graph's nodes, for GNNs (by default the whole graph per step, as GCN, GraphSAGE
+and GAT are trained on citation graphs; with `fanouts`, mini-batches of nodes with sampled neighbourhoods, as
+GraphSAGE is trained on large graphs) and for MLPs on node features (mini-batches of nodes, no edges).
+Inference on a graph of more than WHOLE_GRAPH_EDGES edges runs a GNN one layer at a time over chunks of nodes.
 
 A run trains on `labelled` nodes with the objective's `ce` terms and on `soft` nodes (the transfer nodes,
 whose teacher logits are given) with its other terms, each averaged over its own nodes: GLNN's
@@ -22,6 +24,8 @@ from kdcore.graph.data import Graph
 from kdcore.graph.models import needs_edges
 from kdcore.runtime import seed_everything
 
+WHOLE_GRAPH_EDGES = 1_000_000  # above this, inference goes layer by layer (memory: a chunk's edges)
+
 
 @dataclass
 class NodeTargets:
@@ -35,7 +39,9 @@ def node_logits(model: nn.Module, graph: Graph, batch_size: int = 8192) -> torch
     """(N, classes) logits of every node, in eval mode on the CPU."""
     was = model.training
     model.eval()
-    if needs_edges(model):
+    if needs_edges(model) and graph.edge_index.shape[1] > WHOLE_GRAPH_EDGES:
+        out = model.layerwise(graph.x, graph.neighbours, batch_size)
+    elif needs_edges(model):
         out = model(graph.x, graph.edge_index)
     else:
         out = torch.cat([model(graph.x[i : i + batch_size]) for i in range(0, graph.num_nodes, batch_size)])
@@ -77,9 +83,12 @@ def train_nodes(
     patience: int,
     desc: str = "train",
     log=print,
+    fanouts: list[int] | None = None,
 ) -> tuple[nn.Module, list[dict[str, float]]]:
     """Trains `model` for up to cfg.epochs (a kdcore TrainConfig) and returns it at its best validation epoch,
-    with one record per epoch: epoch, loss, train and validation accuracy, seconds."""
+    with one record per epoch: epoch, loss, train and validation accuracy, seconds. With `fanouts` (one per
+    layer) a GNN trains on mini-batches of cfg.batch_size nodes, each on its sampled neighbourhood (at most
+    fanouts[h] edges into each node reached at hop h), normalised within the sample as PyG's loaders are."""
     seed_everything(seed)
     hard, soft = split_terms(terms, temperature)
     if soft is not None and (targets.soft is None or targets.teacher_logits is None):
@@ -92,7 +101,10 @@ def train_nodes(
     y_hard = torch.where(labelled, graph.y, torch.full_like(graph.y, -1))
     teacher = targets.teacher_logits
     optimizer = _optimizer(model, cfg)
-    steps_per_epoch = 1 if needs_edges(model) else -(-len(nodes) // cfg.batch_size)
+    whole_graph = needs_edges(model) and not fanouts
+    if needs_edges(model) and fanouts and len(fanouts) != len(model.convs):
+        raise ValueError(f"{desc}: {len(fanouts)} fanouts for a GNN of {len(model.convs)} layers; give one per layer")
+    steps_per_epoch = 1 if whole_graph else -(-len(nodes) // cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     schedule = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total_steps)
@@ -105,7 +117,7 @@ def train_nodes(
     for epoch in range(1, cfg.epochs + 1):
         started = time.perf_counter()
         model.train()
-        if needs_edges(model):
+        if whole_graph:
             batches = [None]
         else:
             order = nodes[torch.randperm(len(nodes), generator=generator)]
@@ -114,6 +126,9 @@ def train_nodes(
         for batch in batches:
             if batch is None:
                 logits, rows = model(graph.x, graph.edge_index), torch.arange(graph.num_nodes)
+            elif needs_edges(model):
+                subset, edges, at = graph.neighbours.neighbourhood(batch, len(fanouts), fanouts, generator)
+                logits, rows = model(graph.x[subset], edges)[at], batch
             else:
                 logits, rows = model(graph.x[batch]), batch
             loss = logits.new_zeros(())

@@ -48,8 +48,9 @@ def run(params: Params) -> None:
         pipeline.train_and_save(
             graph, student.model, student.train, pipeline.distill_targets(graph, paths.transfer),
             [t.model_dump(mode="json") for t in cfg.terms], cfg.temperature, seed=params.seed,
-            patience=params.data.graph.patience, key="student_kd", model_out=paths.student_kd,
-            live_out=paths.live / "student_kd", metrics=paths.metrics, config={"distill": cfg.model_dump(mode="json")},
+            patience=params.data.graph.patience, fanouts=params.data.graph.fanouts, key="student_kd",
+            model_out=paths.student_kd, live_out=paths.live / "student_kd", metrics=paths.metrics,
+            config={"distill": cfg.model_dump(mode="json")},
         )  # fmt: skip
         return
     device = resolve_device(params.device)

@@ -34,9 +34,9 @@ def run(params: Params) -> None:
         graph, _ = pipeline.prepared_graph(params.paths.prepared)
         pipeline.train_and_save(
             graph, params.student.model, params.student.train, pipeline.labelled_targets(graph), pipeline.CE, 1.0,
-            seed=params.seed, patience=params.data.graph.patience, key="student_scratch",
-            model_out=params.paths.student_scratch, live_out=params.paths.live / "student_scratch",
-            metrics=params.paths.metrics, config={},
+            seed=params.seed, patience=params.data.graph.patience, fanouts=params.data.graph.fanouts,
+            key="student_scratch", model_out=params.paths.student_scratch,
+            live_out=params.paths.live / "student_scratch", metrics=params.paths.metrics, config={},
         )  # fmt: skip
         return
     cfg, student, paths = params.transfer, params.student, params.paths

@@ -175,7 +175,8 @@ def train_graph_teachers(params: Params, names: list[str]) -> None:
         if cfg.origin == "train":
             pipeline.train_and_save(
                 graph, cfg.model, cfg.train, pipeline.labelled_targets(graph), pipeline.CE, 1.0,
-                seed=params.teacher_seed(name), patience=params.data.graph.patience, key=f"teacher_{name}",
+                seed=params.teacher_seed(name), patience=params.data.graph.patience,
+                fanouts=params.data.graph.fanouts, key=f"teacher_{name}",
                 model_out=out, live_out=live, metrics=params.paths.metrics, config={"teacher": name},
             )  # fmt: skip
             continue
