@@ -3,7 +3,7 @@ GCN), an MLP trained on the labels alone, and an MLP distilled from each teacher
 inductive setting, over 10 seeds; and what classifying unseen nodes costs each of them.
 
     python benchmarks/graph.py --root ../shared/data/planetoid [--name Cora] [--seeds 0 1 ... 9]
-                               [--choice-seeds 100 101 102] [--reports reports]
+                               [--choice-seeds 100 101 102] [--reports reports] [--sampled 10 10]
 
 Split: the data's public split (Cora: 20 labelled nodes per class, 500 validation, 1,000 test). Inductive:
 20% of the test nodes are held out with every edge that touches one (seeded per seed); teachers and students
@@ -20,6 +20,9 @@ onnxruntime on the nodes' features.
 Cora is small: the 2-hop neighbourhood of 1,000 nodes is most of its 2,708. `--scaling NODES FEATURES DEGREE`
 (default 200,000 nodes, 100 features, mean degree 50: the shape of OGB Products, on which GLNN measured its
 speed-ups) times the same models, untrained, on a random graph of that shape.
+
+`--sampled 10 10` also trains the GraphSAGE teacher on sampled neighbourhoods (data.graph.fanouts) and reports
+its accuracy beside the one trained on the whole graph.
 
 Rows go to reports/graph.csv (dataset,setting,model,role,seed,accuracy,latency_ms,latency_ms_b1), latency_ms
 at a batch of 1,000 unseen nodes; reports/graph.md is made from them (`--report-only` remakes it).
@@ -68,8 +71,9 @@ def eval_mask(graph, setting: str) -> torch.Tensor:
     return graph.masks["test"] & graph.masks["held_out"] if setting == "inductive" else graph.masks["test"]
 
 
-def teacher_run(graph, kind: str, seed: int):
-    """The teacher trained on the observed graph; its logits there (the soft labels) and on the whole graph."""
+def teacher_run(graph, kind: str, seed: int, fanouts: list[int] | None = None):
+    """The teacher trained on the observed graph (on sampled neighbourhoods with `fanouts`); its logits there (the
+    soft labels) and on the whole graph."""
     from kdcore.graph.models import GNN
     from kdcore.graph.train import NodeTargets, node_logits, train_nodes
 
@@ -78,7 +82,8 @@ def teacher_run(graph, kind: str, seed: int):
     model = GNN(kind, graph.x.shape[1], TEACHER["hidden"], graph.num_classes, TEACHER["layers"], TEACHER["dropout"])
     model, _ = train_nodes(model, observed, NodeTargets(observed.masks["train"]), [{"name": "ce", "weight": 1.0}],
                            TEMPERATURE, train_cfg(TEACHER["lr"], TEACHER["weight_decay"]), seed=seed,
-                           patience=PATIENCE, desc=f"{kind} seed {seed}", log=lambda _: None)  # fmt: skip
+                           patience=PATIENCE, desc=f"{kind} seed {seed}", log=lambda _: None,
+                           fanouts=fanouts)  # fmt: skip
     return model, observed, node_logits(model, observed), node_logits(model, graph)
 
 
@@ -100,6 +105,14 @@ def student_run(observed, soft_logits, seed: int, hidden: int, weight_decay: flo
     model, _ = train_nodes(model, observed, targets, terms, TEMPERATURE, train_cfg(0.01, weight_decay), seed=seed,
                            patience=PATIENCE, desc="mlp", log=lambda _: None)  # fmt: skip
     return model
+
+
+def sampled_accuracy(graph, setting: str, seed: int, fanouts: list[int]) -> float:
+    """Test accuracy of a GraphSAGE teacher trained on sampled neighbourhoods (its latency is the GNN's)."""
+    from kdcore.graph.train import accuracy
+
+    whole = teacher_run(graph, "sage", seed, fanouts)[3]
+    return accuracy(whole, graph.y, eval_mask(graph, setting))
 
 
 def choose(root: Path, name: str, setting: str, seeds: list[int], log) -> dict[str, dict]:
@@ -246,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", nargs="+", default=["transductive", "inductive"])
     parser.add_argument("--reports", type=Path, default=ROOT / "reports")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--sampled", type=int, nargs="+", metavar="FANOUT",
+                        help="also GraphSAGE trained on sampled neighbourhoods, FANOUT per hop")  # fmt: skip
     parser.add_argument("--scaling", type=int, nargs=3, metavar=("NODES", "FEATURES", "DEGREE"),
                         default=[200_000, 100, 50],
                         help="latency alone on a random graph of this shape (0 0 0: none)")  # fmt: skip
@@ -273,6 +288,17 @@ def main(argv: list[str] | None = None) -> int:
                 if (setting, seed) in done:
                     continue
                 rows += measure_seed(args.root, args.name, setting, seed, meta[key]["chosen"], print)
+                with atomic_path(csv) as tmp:
+                    pd.DataFrame(rows, columns=COLUMNS).to_csv(tmp, index=False)
+        for setting in args.settings if args.sampled else []:
+            label = f"sage sampled {'-'.join(map(str, args.sampled))}"
+            done = {r["seed"] for r in rows if (r["dataset"], r["setting"], r["model"]) == (args.name, setting, label)}
+            for seed in (s for s in args.seeds if s not in done):
+                graph = load(args.root, args.name, setting, seed)
+                accuracy = sampled_accuracy(graph, setting, seed, args.sampled)
+                rows.append(dict(zip(COLUMNS, [args.name, setting, label, "teacher", seed, round(accuracy, 4),
+                                               float("nan"), float("nan")], strict=True)))  # fmt: skip
+                print(f"{setting} seed {seed}: {label} {accuracy:.4f}")
                 with atomic_path(csv) as tmp:
                     pd.DataFrame(rows, columns=COLUMNS).to_csv(tmp, index=False)
         nodes, features, degree = args.scaling

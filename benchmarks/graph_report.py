@@ -35,6 +35,9 @@ def write_report(reports: Path) -> None:
         "the MLP runs as its ONNX file in onnxruntime on their features.",
         "",
     ]
+    if rows["model"].str.startswith("sage sampled").any():
+        lines += ["`sage sampled A-B`: GraphSAGE trained on mini-batches with at most A and B sampled neighbours per "
+                  "hop (`--sampled`, data.graph.fanouts); it is served like `sage`.", ""]  # fmt: skip
     for (dataset, setting), part in table.groupby(["dataset", "setting"], sort=False):
         lines += [f"## {dataset}, {setting}", "",
                   "| model | role | seeds | test accuracy | latency, 1,000 nodes | latency, 1 node |",
